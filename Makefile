@@ -1,0 +1,33 @@
+# The two commands of README.md:
+#   make main   set up (first time) and run the whole notebook series on the real sample (demo preset)
+#   make test   set up (first time) and run the test suite
+# Set-up creates .venv from requirements.txt (torch included) and installs amecam_lib into it.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.amecam-installed
+PRESET ?= demo
+MODALITY ?= flair
+RUN ?= runs/$(PRESET)_$(MODALITY)
+PYTEST_ARGS ?=
+
+.PHONY: main test setup clean-runs
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+main: $(STAMP)
+	$(PY) data_scripts/run_pipeline.py --preset $(PRESET) --modality $(MODALITY) --out $(RUN)
+
+test: $(STAMP)
+	TQDM_DISABLE=1 $(PY) -m pytest -ra $(PYTEST_ARGS)
+
+clean-runs:
+	rm -rf runs/

@@ -1,0 +1,260 @@
+"""Settings of every phase in one place, and the presets that scale them.
+
+Each phase has a frozen dataclass whose defaults are the paper's settings (AME-CAM, MICCAI 2023,
+Sec. 3.2) or, where the paper is silent, the authors' public code (see ``REFERENCE_NOTES``-derived
+comments on each field). A :class:`Preset` bundles one of each; three presets exist:
+
+``paper``
+    240 px slices, SupCon 100 epochs at batch 512, fine-tuning 10 epochs at batch 256: for a GPU.
+``demo``
+    the default: 128 px, a few epochs, sized so the whole notebook series runs on a 2-core CPU in
+    minutes.
+``smoke``
+    64 px, one or two epochs: for CI, seconds per notebook. Its numbers mean nothing.
+
+Example::
+
+    >>> preset = get_preset("demo")
+    >>> preset.data.image_size
+    128
+    >>> preset.with_overrides(image_size=96).data.image_size
+    96
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
+"""Project-wide modality names (BraTS 2018-2021 spelling), in the usual display order."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Slicing and split settings (paper Sec. 3.1; REFERENCE_NOTES "Data").
+
+    Attributes:
+        modalities: modalities to slice, names from :data:`MODALITIES`.
+        image_size: side of the stored square slices in pixels; 240 keeps the BraTS grid,
+            smaller values resample (bilinear for images, nearest for masks).
+        tumour_fraction: a slice is labelled tumour (1) when its whole-tumour area is *more* than
+            this fraction of the slice at the original grid (0.01 -> more than 576 px at 240 x 240).
+        min_brain_fraction: slices whose brain area (non-zero voxels in any sliced modality) is
+            below this fraction of the slice are dropped and listed as such in the manifest;
+            0 keeps every slice, as the authors did.
+        exclude_ambiguous: leave slices with 0 < tumour area <= threshold out of *training*
+            (they stay in the manifest and in evaluation).
+        val_fraction, test_fraction: patient-level split fractions; each split gets at least one
+            case (rounded up).
+        seed: seed of the patient-level split.
+    """
+
+    modalities: tuple[str, ...] = ("flair",)
+    image_size: int = 240
+    tumour_fraction: float = 0.01
+    min_brain_fraction: float = 0.0
+    exclude_ambiguous: bool = False
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """SupCon pretraining of the ResNet-18 encoder (paper Sec. 3.2; Khosla et al. 2020).
+
+    ``mode="supcon"`` uses the slice labels (the paper); ``mode="simclr"`` ignores them, which is
+    what the authors' code ran. Projections are L2-normalised in both modes.
+    """
+
+    mode: str = "supcon"
+    epochs: int = 100
+    batch_size: int = 512
+    lr: float = 1e-4
+    min_lr: float = 5e-6
+    weight_decay: float = 1e-5
+    optimizer: str = "adam"
+    temperature: float = 0.07
+    projection_dim: int = 128
+
+
+@dataclass(frozen=True)
+class MultiExitConfig:
+    """Multi-exit fine-tuning, paper Eq. 1 (Adam, lr 1e-4, wd 1e-5, cosine to 5e-6).
+
+    ``exit_weights=None`` is the paper's plain sum over exits; ``(0.25, 0.5, 0.75, 1.0)`` is the
+    authors' code. ``norm="instance"`` is the authors' InstanceNorm (affine=False) option.
+    """
+
+    arch: str = "resnet18"
+    norm: str = "batch"
+    exit_weights: tuple[float, ...] | None = None
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-4
+    min_lr: float = 5e-6
+    weight_decay: float = 1e-5
+    optimizer: str = "adam"
+    init_from_pretrain: bool = True
+
+
+@dataclass(frozen=True)
+class AggregationConfig:
+    """Attention-network training with the C2AM loss, paper Eq. 2-3 (SGD in the paper).
+
+    ``features="pixels"`` compares the masked images themselves (the authors' code);
+    ``features="encoder"`` compares frozen-encoder features pooled under M_f and 1 - M_f (C2AM's
+    choice). ``rank_decay`` and ``sim_clamp`` are C2AM's SimMax weighting and clamp.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-4
+    min_lr: float = 5e-6
+    weight_decay: float = 1e-5
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    features: str = "pixels"
+    rank_decay: float = 0.25
+    sim_clamp: tuple[float, float] = (0.0005, 0.9995)
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """CAM -> mask -> scores (paper Sec. 2 end, 3.2; DenseCRF of Kraehenbuehl and Koltun 2011).
+
+    CRF defaults are the authors' code: Gaussian sxy=3, compat=3; bilateral sxy=10, srgb=13,
+    compat=10; 10 mean-field iterations. ``hd95_empty`` (pixels) is the HD95 given when exactly one
+    of prediction and ground truth is empty (BraTS convention used by the authors).
+    """
+
+    threshold: float = 0.5
+    crf_gaussian_sxy: float = 3.0
+    crf_gaussian_compat: float = 3.0
+    crf_bilateral_sxy: float = 10.0
+    crf_bilateral_srgb: float = 13.0
+    crf_bilateral_compat: float = 10.0
+    crf_iterations: int = 10
+    hd95_empty: float = 373.12866
+    score_cam_max_slices: int | None = None
+    score_cam_batch_size: int = 128
+    methods: tuple[str, ...] = (
+        "ame_cam_crf", "ame_cam", "avg_me", "exit1", "exit2", "exit3", "exit4", "exit2_3",
+        "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "intensity",
+    )
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One setting for every phase. Build with :func:`get_preset`; change with
+    :meth:`with_overrides`."""
+
+    name: str
+    data: DataConfig = field(default_factory=DataConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    multi_exit: MultiExitConfig = field(default_factory=MultiExitConfig)
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    num_workers: int = 0
+    seed: int = 0
+
+    PHASES = ("data", "pretrain", "multi_exit", "aggregation", "evaluation")
+
+    def with_overrides(self, **overrides) -> "Preset":
+        """Return a copy with the named fields replaced.
+
+        A name may be ``phase.field`` (``"pretrain.epochs"``) or a bare field name, which must
+        then exist in exactly one phase (``image_size``) or on the preset (``seed``). ``None``
+        values are ignored, so papermill parameters left at ``None`` keep the preset's value.
+
+        Raises:
+            KeyError: an unknown name, or a bare name found in several phases.
+        """
+        preset = self
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if "." in key:
+                phase, name = key.split(".", 1)
+                if phase not in self.PHASES or name not in _field_names(getattr(preset, phase)):
+                    raise KeyError(f"unknown setting {key!r}")
+            elif key in ("num_workers", "seed"):
+                preset = dataclasses.replace(preset, **{key: value})
+                continue
+            else:
+                owners = [p for p in self.PHASES if key in _field_names(getattr(preset, p))]
+                if len(owners) != 1:
+                    raise KeyError(
+                        f"setting {key!r} is {'unknown' if not owners else 'ambiguous'}; "
+                        f"write it as phase.{key} with phase one of {self.PHASES}")
+                phase, name = owners[0], key
+            if isinstance(getattr(getattr(preset, phase), name), tuple) and isinstance(value, list):
+                value = tuple(value)
+            section = dataclasses.replace(getattr(preset, phase), **{name: value})
+            preset = dataclasses.replace(preset, **{phase: section})
+        return preset
+
+    def to_dict(self) -> dict:
+        """All settings as plain nested dicts (stored inside every checkpoint)."""
+        return dataclasses.asdict(self)
+
+
+def _field_names(section) -> set[str]:
+    return {f.name for f in dataclasses.fields(section)}
+
+
+def _paper() -> Preset:
+    return Preset(name="paper")
+
+
+def _demo() -> Preset:
+    return Preset(
+        name="demo",
+        data=DataConfig(image_size=128, min_brain_fraction=0.05, val_fraction=0.1,
+                        test_fraction=0.25),
+        pretrain=PretrainConfig(epochs=6, batch_size=64, lr=1e-3),
+        multi_exit=MultiExitConfig(epochs=8, batch_size=32, lr=1e-3),
+        aggregation=AggregationConfig(epochs=10, batch_size=32, lr=1e-2),
+        evaluation=EvaluationConfig(score_cam_max_slices=24, score_cam_batch_size=64),
+    )
+
+
+def _smoke() -> Preset:
+    return Preset(
+        name="smoke",
+        data=DataConfig(image_size=64, min_brain_fraction=0.05, val_fraction=0.1,
+                        test_fraction=0.25),
+        pretrain=PretrainConfig(epochs=1, batch_size=32, lr=1e-3),
+        multi_exit=MultiExitConfig(epochs=2, batch_size=32, lr=1e-3),
+        aggregation=AggregationConfig(epochs=1, batch_size=32, lr=1e-2),
+        evaluation=EvaluationConfig(score_cam_max_slices=2, score_cam_batch_size=64),
+    )
+
+
+_PRESETS = {"paper": _paper, "demo": _demo, "smoke": _smoke}
+PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
+
+
+def get_preset(name: str = "demo") -> Preset:
+    """Return the named preset (``"smoke"``, ``"demo"`` or ``"paper"``).
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    try:
+        return _PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {PRESET_NAMES}") from None
+
+
+def default_data_dir() -> "Path":
+    """Folder holding the BraTS cases: ``$AMECAM_DATA_DIR`` if set, else the sample beside the
+    repository (``../shared/data/brats_sample`` relative to the repository root)."""
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("AMECAM_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "brats_sample"

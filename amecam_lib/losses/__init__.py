@@ -1,0 +1,2 @@
+"""Losses of AME-CAM: Eq. 1 (multi-exit), SupCon / SimCLR pretraining, C2AM (Eq. 3). Import from the
+submodules, e.g. ``from amecam_lib.losses.exits import multi_exit_loss``."""
