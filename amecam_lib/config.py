@@ -77,6 +77,8 @@ class PretrainConfig:
     optimizer: str = "adam"
     temperature: float = 0.07
     projection_dim: int = 128
+    # Area range of the random resized crop of each SupCon view (amecam_lib.augment.MRIAugment).
+    crop_scale: tuple[float, float] = (0.6, 1.0)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,13 @@ class MultiExitConfig:
     weight_decay: float = 1e-5
     optimizer: str = "adam"
     init_from_pretrain: bool = True
+    # Batch augmentation while fine-tuning (flip, small rotation, mild crop, intensity jitter);
+    # the paper does not say; a mild crop keeps the tumour in view.
+    augment: bool = True
+    crop_scale: tuple[float, float] = (0.8, 1.0)
+    # "none" = the paper's plain CE; "pos_weight" = tumour class weighted n_normal / n_tumour;
+    # "sampler" = class-balanced sampling of the train split.
+    class_balance: str = "none"
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,12 @@ class AggregationConfig:
     features: str = "pixels"
     rank_decay: float = 0.25
     sim_clamp: tuple[float, float] = (0.0005, 0.9995)
+    # Train A on the train-split slices labelled tumour ("tumour": a foreground exists to separate)
+    # or on every train slice ("all"). Slice labels only, never masks.
+    train_slices: str = "tumour"
+    # BatchNorm + ReLU after A's last conv too (the authors' code); off by default, see
+    # amecam_lib.models.attention.
+    final_bn_relu: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,13 @@ class EvaluationConfig:
     hd95_empty: float = 373.12866
     score_cam_max_slices: int | None = None
     score_cam_batch_size: int = 128
+    # "softmax": the CRF unary is -log softmax([1-p, p]) (authors' code); "probability": -log [1-p, p].
+    crf_unary: str = "softmax"
+    # Zero every method's CAM where the slice is 0 (outside the skull-stripped brain): label-free,
+    # applied to all methods alike.
+    restrict_to_brain: bool = False
+    # Slices per forward pass when computing CAMs.
+    batch_size: int = 32
     methods: tuple[str, ...] = (
         "ame_cam_crf", "ame_cam", "avg_me", "exit1", "exit2", "exit3", "exit4", "exit2_3",
         "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "intensity",
@@ -213,10 +235,10 @@ def _demo() -> Preset:
         name="demo",
         data=DataConfig(image_size=128, min_brain_fraction=0.05, val_fraction=0.1,
                         test_fraction=0.25),
-        pretrain=PretrainConfig(epochs=6, batch_size=64, lr=1e-3),
-        multi_exit=MultiExitConfig(epochs=8, batch_size=32, lr=1e-3),
+        pretrain=PretrainConfig(epochs=3, batch_size=64, lr=1e-3),
+        multi_exit=MultiExitConfig(epochs=5, batch_size=32, lr=1e-3),
         aggregation=AggregationConfig(epochs=10, batch_size=32, lr=1e-2),
-        evaluation=EvaluationConfig(score_cam_max_slices=24, score_cam_batch_size=64),
+        evaluation=EvaluationConfig(score_cam_max_slices=8, score_cam_batch_size=64),
     )
 
 

@@ -113,7 +113,8 @@ def detect_release(folder_name: str) -> Release:
     for release in RELEASES:
         if release.matches(folder_name):
             return release
-    examples = "Brats18_CBICA_AQN_1, BraTS19_2013_0_1, BraTS20_Training_001, BraTS2021_00006, BraTS-GLI-00000-000"
+    examples = ("Brats18_CBICA_AQN_1, BraTS19_2013_0_1, BraTS20_Training_001, BraTS2021_00006, "
+                "BraTS-GLI-00000-000")
     raise BratsDataError(
         f"case folder {folder_name!r} matches no known BraTS layout (BraTS 2018-2021, 2023 glioma); "
         f"expected names like {examples}")

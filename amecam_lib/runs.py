@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from amecam_lib.config import MODALITIES, Preset, default_data_dir, get_preset
 
 REPO_ROOT: Path = Path(__file__).resolve().parent.parent
@@ -101,3 +103,108 @@ def notebook_preset(preset: str | Preset, modality: str, *, image_size: int | No
     if seed is not None:
         built = built.with_overrides(seed=seed, **{"data.seed": seed})
     return built
+
+
+def list_outputs(run_dir: str | os.PathLike, *patterns: str) -> list[str]:
+    """Files of the run folder matching glob ``patterns`` (e.g. ``"flair/pretrain/*"``), as sorted
+    paths relative to ``run_dir``; hidden temporary files are left out. For notebook summaries."""
+    run_dir = Path(run_dir)
+    found = {path.relative_to(run_dir).as_posix() for pattern in patterns
+             for path in run_dir.glob(pattern) if path.is_file() and not path.name.startswith(".")}
+    return sorted(found)
+
+
+def example_indices(labels, per_class: int = 3) -> np.ndarray:
+    """Indices of ``per_class`` tumour slices then ``per_class`` normal slices, evenly spread over
+    the set (deterministic), for figures.
+
+    Args:
+        labels: ``(N,)`` slice labels in {0, 1}.
+
+    Returns:
+        ``(k,) int64`` indices, tumour first; fewer when a class has fewer slices.
+    """
+    labels = np.asarray(labels)
+    chosen = []
+    for value in (1, 0):
+        members = np.flatnonzero(labels == value)
+        if members.size:
+            picks = np.unique(np.linspace(0, members.size - 1, min(per_class, members.size)).round())
+            chosen.extend(members[picks.astype(np.int64)])
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def tumour_examples(masks, case_ids, n: int = 4) -> np.ndarray:
+    """Indices of ``n`` slices with much tumour, from as many different cases as possible: each
+    case's largest-tumour slice first (cases by decreasing tumour), then the next largest overall.
+
+    Args:
+        masks: ``(N, S, S)`` bool whole-tumour masks.
+        case_ids: ``(N,)`` case of each slice.
+        n: how many slices.
+
+    Returns:
+        ``(min(n, N_tumour),) int64`` indices of slices with a non-empty mask.
+
+    Raises:
+        ValueError: no slice holds tumour.
+    """
+    area = np.asarray(masks).reshape(len(masks), -1).sum(axis=1)
+    case_ids = np.asarray(case_ids)
+    if not (area > 0).any():
+        raise ValueError("no slice holds tumour; cannot pick tumour examples")
+    order = np.argsort(-area, kind="stable")
+    order = order[area[order] > 0]
+    first_per_case = [i for k, i in enumerate(order) if case_ids[i] not in case_ids[order[:k]]]
+    rest = [i for i in order if i not in first_per_case]
+    return np.asarray((first_per_case + rest)[:n], dtype=np.int64)
+
+
+def hard_examples(labels, masks, ambiguous) -> np.ndarray:
+    """Indices of the slices that test a segmentation method hardest, for figures: the middle
+    tumour-free slice, the ambiguous slice (0 < tumour <= threshold, labelled normal) with the most
+    tumour visible at the stored size, and the tumour-labelled slice with the least tumour, each
+    when the set has one.
+
+    Args:
+        labels: ``(N,)`` slice labels in {0, 1}.
+        masks: ``(N, S, S)`` bool whole-tumour masks.
+        ambiguous: ``(N,)`` bool ambiguous flags.
+
+    Returns:
+        ``(k,) int64`` indices, k <= 3, in the order above.
+    """
+    labels, ambiguous = np.asarray(labels), np.asarray(ambiguous, dtype=bool)
+    area = np.asarray(masks).reshape(len(labels), -1).sum(axis=1)
+    normal = np.flatnonzero((labels == 0) & (area == 0))
+    tumour = np.flatnonzero(labels == 1)
+    small = np.flatnonzero(ambiguous & (area > 0))
+    picks = [normal[len(normal) // 2]] if normal.size else []
+    picks += [small[np.argmax(area[small])]] if small.size else []
+    picks += [tumour[np.argmin(area[tumour])]] if tumour.size else []
+    return np.asarray(picks, dtype=np.int64)
+
+
+def select_maps(maps: dict, indices: dict, wanted) -> dict:
+    """Maps of chosen slices from per-method results that may cover different slices.
+
+    Args:
+        maps: ``{method: (n_m, S, S)}`` maps (e.g. ``EvaluationResult.maps``).
+        indices: ``{method: (n_m,) int}`` slice index of each map row (``EvaluationResult.indices``).
+        wanted: ``(k,)`` slice indices.
+
+    Returns:
+        ``{method: (k, S, S) float32}``, rows in the order of ``wanted``.
+
+    Raises:
+        KeyError: a method did not run on one of the wanted slices (e.g. Score-CAM's subset).
+    """
+    wanted = np.asarray(wanted, dtype=np.int64)
+    selected = {}
+    for method, method_maps in maps.items():
+        row_of = {int(index): row for row, index in enumerate(np.asarray(indices[method]))}
+        missing = [int(i) for i in wanted if int(i) not in row_of]
+        if missing:
+            raise KeyError(f"method {method!r} has no map for slice(s) {missing}")
+        selected[method] = np.asarray(method_maps)[[row_of[int(i)] for i in wanted]].astype(np.float32)
+    return selected

@@ -1,0 +1,354 @@
+"""Run every CAM method on the test split, turn the maps into masks, score them, write the tables
+(paper Sec. 3.2 protocol; Tables 1-3).
+
+Protocol (REFERENCE_NOTES "Inference and evaluation"):
+
+- maps from :class:`amecam_lib.cams.CamMethods`, all on the same trained network;
+- mask = ``map >= EvaluationConfig.threshold`` (0.5, fixed, label-free); ``ame_cam_crf`` is the
+  ``ame_cam`` map refined by DenseCRF (:mod:`amecam_lib.crf`) instead;
+- Dice / IoU / HD95 per slice (:mod:`amecam_lib.metrics`, empty-mask convention, HD95 in mm of the
+  original 1 mm grid, i.e. pixels at 240 x 240) on every test slice *labelled* tumour (label 1, the
+  authors' protocol); none is dropped. Ground-truth masks are used here only, to score;
+- on the test slices labelled normal (label 0): the false-positive area, the fraction of the
+  slice predicted tumour (0 is perfect);
+- seconds per slice of each method (map + mask, on this machine);
+- Score-CAM runs on an evenly spaced subset of the tumour slices (and of the normal slices) when
+  ``EvaluationConfig.score_cam_max_slices`` is set; its ``n_slices`` says how many.
+
+Files written (atomically): ``RUN/results.csv`` (one row per method and modality; the first eight
+columns are exactly ``method,n_slices,dice_mean,dice_std,iou_mean,iou_std,hd95_mean,hd95_std``;
+rows of other modalities already there are kept), ``RUN/results.md`` (our numbers beside the
+paper's), ``RUN/<modality>/per_slice_scores.csv`` and ``RUN/<modality>/predictions.npz`` (maps as
+float16 and masks of every method, for the notebook figures).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from amecam_lib.aggregation import ALL_EXITS, load_attention
+from amecam_lib.atomic import atomic_path, write_text
+from amecam_lib.cams import CRF_METHODS, EXITS_2_3, METHODS, CamMethods
+from amecam_lib.config import EvaluationConfig, Preset
+from amecam_lib.crf import dense_crf_from_config
+from amecam_lib.device import pick_device
+from amecam_lib.metrics import false_positive_area, slice_scores, summarise
+from amecam_lib.phases import load_multi_exit
+from amecam_lib.runs import check_modality
+from amecam_lib.slices import SliceSet, load_slices, read_case_info
+
+RESULT_COLUMNS: tuple[str, ...] = ("method", "n_slices", "dice_mean", "dice_std", "iou_mean", "iou_std",
+                                   "hd95_mean", "hd95_std")
+"""The first columns of ``RUN/results.csv``, exactly."""
+EXTRA_COLUMNS: tuple[str, ...] = ("modality", "n_normal_slices", "fp_area_normal_mean", "fp_area_normal_std",
+                                  "seconds_per_slice")
+"""Columns appended after :data:`RESULT_COLUMNS`."""
+PER_SLICE_COLUMNS: tuple[str, ...] = ("method", "case_id", "z", "label", "scored", "dice", "iou", "hd95",
+                                      "predicted_fraction")
+
+# Paper numbers (Chen et al., MICCAI 2023): Table 1 (Grad-CAM, ScoreCAM, LayerCAM, AME-CAM per
+# modality), Table 2 (T1: Avg. ME), Table 3 (T1-CE: single exits, M2 + M3). (mean, std) pairs.
+# The paper's AME-CAM includes DenseCRF, so it sits beside ``ame_cam_crf``.
+PAPER_RESULTS: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
+    "t1": {
+        "grad_cam": {"dice": (0.107, 0.090), "iou": (0.059, 0.055), "hd95": (121.816, 22.963)},
+        "score_cam": {"dice": (0.296, 0.128), "iou": (0.181, 0.089), "hd95": (60.302, 14.110)},
+        "layer_cam": {"dice": (0.571, 0.170), "iou": (0.419, 0.161), "hd95": (23.335, 27.369)},
+        "ame_cam_crf": {"dice": (0.631, 0.119), "iou": (0.471, 0.119), "hd95": (21.813, 18.219)},
+        "avg_me": {"dice": (0.617, 0.121), "iou": (0.457, 0.121), "hd95": (23.603, 20.572)},
+    },
+    "t1ce": {
+        "grad_cam": {"dice": (0.127, 0.088), "iou": (0.071, 0.054), "hd95": (129.890, 27.854)},
+        "score_cam": {"dice": (0.397, 0.189), "iou": (0.267, 0.163), "hd95": (46.834, 22.093)},
+        "layer_cam": {"dice": (0.510, 0.209), "iou": (0.367, 0.180), "hd95": (29.850, 45.877)},
+        "ame_cam_crf": {"dice": (0.695, 0.095), "iou": (0.540, 0.108), "hd95": (18.129, 12.335)},
+        "exit1": {"dice": (0.144, 0.184), "iou": (0.090, 0.130), "hd95": (74.249, 62.669)},
+        "exit2": {"dice": (0.500, 0.231), "iou": (0.363, 0.196), "hd95": (43.762, 85.703)},
+        "exit3": {"dice": (0.520, 0.163), "iou": (0.367, 0.141), "hd95": (43.749, 54.907)},
+        "exit4": {"dice": (0.154, 0.101), "iou": (0.087, 0.065), "hd95": (120.779, 44.548)},
+        "exit2_3": {"dice": (0.566, 0.207), "iou": (0.421, 0.186), "hd95": (27.972, 56.591)},
+    },
+    "t2": {
+        "grad_cam": {"dice": (0.049, 0.058), "iou": (0.026, 0.034), "hd95": (141.025, 23.107)},
+        "score_cam": {"dice": (0.530, 0.184), "iou": (0.382, 0.174), "hd95": (28.611, 11.596)},
+        "layer_cam": {"dice": (0.624, 0.178), "iou": (0.476, 0.173), "hd95": (23.978, 44.323)},
+        "ame_cam_crf": {"dice": (0.721, 0.086), "iou": (0.571, 0.101), "hd95": (14.940, 8.736)},
+    },
+    "flair": {
+        "grad_cam": {"dice": (0.150, 0.077), "iou": (0.083, 0.050), "hd95": (110.031, 23.307)},
+        "score_cam": {"dice": (0.432, 0.209), "iou": (0.299, 0.178), "hd95": (39.385, 17.182)},
+        "layer_cam": {"dice": (0.652, 0.206), "iou": (0.515, 0.210), "hd95": (22.055, 33.959)},
+        "ame_cam_crf": {"dice": (0.862, 0.088), "iou": (0.767, 0.122), "hd95": (8.664, 6.440)},
+    },
+}
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` returns (also written to the run folder).
+
+    Attributes:
+        table: one row per method, columns :data:`RESULT_COLUMNS` + :data:`EXTRA_COLUMNS`.
+        per_slice: one row per method and test slice it ran on, columns :data:`PER_SLICE_COLUMNS`
+            (``scored`` = label 1; Dice/IoU/HD95 follow the empty-mask convention on every row).
+        maps: ``{method: (n_m, S, S) float32}`` CAMs of the slices the method ran on.
+        masks: ``{method: (n_m, S, S) bool}`` predicted tumour masks.
+        indices: ``{method: (n_m,) int}`` indices into ``slices`` of those slices.
+        slices: the test :class:`~amecam_lib.slices.SliceSet`.
+        seconds: ``{method: seconds per slice}``.
+        paths: files written (``results_csv``, ``results_md``, ``per_slice_csv``, ``predictions``).
+    """
+
+    table: pd.DataFrame
+    per_slice: pd.DataFrame
+    maps: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    indices: dict[str, np.ndarray]
+    slices: SliceSet
+    seconds: dict[str, float]
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+# --- building blocks ---------------------------------------------------------------------------------
+
+def threshold_masks(maps: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """``(N, S, S)`` CAMs in [0, 1] -> ``(N, S, S) bool`` masks ``map >= threshold``."""
+    return np.asarray(maps) >= threshold
+
+
+def crf_masks(maps: np.ndarray, images: np.ndarray, config: EvaluationConfig) -> np.ndarray:
+    """DenseCRF masks of ``(N, S, S)`` CAMs on their ``(N, 1, S, S)`` slices (settings from ``config``)."""
+    return np.stack([dense_crf_from_config(cam, image[0], config) for cam, image in zip(maps, images)]) \
+        if len(maps) else np.zeros(np.shape(maps), dtype=bool)
+
+
+def subset_indices(labels: np.ndarray, max_slices: int | None) -> np.ndarray:
+    """Evenly spaced subset: at most ``max_slices`` tumour-labelled and ``max_slices`` normal slices.
+
+    Args:
+        labels: ``(N,)`` slice labels in {0, 1}.
+        max_slices: per class; None keeps every slice.
+
+    Returns:
+        sorted ``(n,) int64`` indices into ``labels``.
+    """
+    labels = np.asarray(labels)
+    if max_slices is None:
+        return np.arange(len(labels))
+    chosen = []
+    for label in (0, 1):
+        members = np.flatnonzero(labels == label)
+        if len(members) > max_slices:
+            members = members[np.unique(np.linspace(0, len(members) - 1, max_slices).round().astype(int))]
+        chosen.append(members)
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def pixel_spacing_mm(run_dir: str | Path, case_ids: Sequence[str], image_size: int) -> dict[str, tuple[float, float]]:
+    """mm per stored pixel of each case: the original in-plane grid (1 mm voxels in BraTS, so
+    original pixels = mm, the paper's unit) over the stored size S (``240 / S`` for BraTS)."""
+    spacing = {}
+    for case_id in sorted(set(case_ids)):
+        original = read_case_info(run_dir, case_id).original_shape
+        spacing[case_id] = (original[0] / image_size, original[1] / image_size)
+    return spacing
+
+
+def score_slices(method: str, masks: np.ndarray, slices: SliceSet, indices: np.ndarray,
+                 spacing: dict[str, tuple[float, float]], hd95_empty: float) -> pd.DataFrame:
+    """Per-slice scores of one method (rows of ``per_slice_scores.csv``)."""
+    rows = []
+    for mask, index in zip(masks, indices):
+        case_id = str(slices.case_ids[index])
+        scores = slice_scores(mask, slices.masks[index], voxelspacing=spacing[case_id], hd95_empty=hd95_empty)
+        rows.append({"method": method, "case_id": case_id, "z": int(slices.z[index]),
+                     "label": int(slices.labels[index]), "scored": int(slices.labels[index] == 1),
+                     "dice": scores.dice, "iou": scores.iou, "hd95": scores.hd95,
+                     "predicted_fraction": false_positive_area(mask)})
+    return pd.DataFrame(rows, columns=list(PER_SLICE_COLUMNS))
+
+
+def summary_row(method: str, modality: str, per_slice: pd.DataFrame, seconds_per_slice: float) -> dict:
+    """One row of ``results.csv`` from a method's per-slice scores.
+
+    Raises:
+        ValueError: the method has no tumour-labelled slice to score.
+    """
+    scored = per_slice[per_slice["scored"] == 1]
+    normal = per_slice[per_slice["label"] == 0]
+    if scored.empty:
+        raise ValueError(f"{method}: no tumour-labelled test slice to score")
+    row = {"method": method, "n_slices": int(len(scored))}
+    for metric in ("dice", "iou", "hd95"):
+        summary = summarise(scored[metric])
+        row[f"{metric}_mean"], row[f"{metric}_std"] = summary.mean, summary.std
+    fp_summary = summarise(normal["predicted_fraction"]) if len(normal) else None
+    row.update({"modality": modality, "n_normal_slices": int(len(normal)),
+                "fp_area_normal_mean": fp_summary.mean if fp_summary else 0.0,
+                "fp_area_normal_std": fp_summary.std if fp_summary else 0.0,
+                "seconds_per_slice": float(seconds_per_slice)})
+    return row
+
+
+# --- the whole evaluation ------------------------------------------------------------------------------
+
+def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequence[str] | None = None,
+             device: str | None = None, progress: bool = True, write: bool = True) -> EvaluationResult:
+    """Evaluate every CAM method on the test split of one modality (paper Tables 1-3).
+
+    Args:
+        run_dir: run folder with sliced data, ``multi_exit/best.pt`` and the attention networks
+            (``aggregation/`` for ``ame_cam``/``ame_cam_crf``, ``aggregation_exit2_3/`` for ``exit2_3``).
+        modality: ``t1``, ``t1ce``, ``t2`` or ``flair``.
+        preset: settings (``preset.evaluation``).
+        methods: method names (default ``preset.evaluation.methods``).
+        device: ``"auto"``/None, ``"cpu"``, ``"cuda"``.
+        progress: a tqdm bar over methods.
+        write: write the files listed in the module docstring (False: only return the result).
+
+    Returns:
+        :class:`EvaluationResult`.
+
+    Raises:
+        ValueError: unknown method names; a test split without tumour-labelled slices.
+        FileNotFoundError: a needed checkpoint is missing.
+    """
+    check_modality(modality)
+    run_dir = Path(run_dir)
+    config = preset.evaluation
+    methods = tuple(config.methods if methods is None else methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; known: {METHODS}")
+    run_device = pick_device(device or "auto")
+    slices = load_slices(run_dir, modality, "test", exclude_ambiguous=False)
+    if not (slices.labels == 1).any():
+        raise ValueError(f"the test split of {run_dir} has no tumour-labelled {modality} slice to score")
+    model = load_multi_exit(run_dir, modality, "best", device=run_device)
+    needs = {CRF_METHODS.get(m, m) for m in methods}
+    attention = load_attention(run_dir, modality, ALL_EXITS, device=run_device) if "ame_cam" in needs else None
+    attention_2_3 = load_attention(run_dir, modality, EXITS_2_3, device=run_device) if "exit2_3" in needs else None
+    cams = CamMethods(model, attention, attention_2_3, config)
+    spacing = pixel_spacing_mm(run_dir, slices.case_ids, slices.images.shape[-1])
+
+    maps, masks, indices, seconds, rows, per_slice_parts = {}, {}, {}, {}, [], []
+    map_seconds: dict[str, float] = {}
+    for method in tqdm(methods, desc=f"evaluate {modality}", disable=not progress):
+        source = CRF_METHODS.get(method, method)
+        chosen = subset_indices(slices.labels, config.score_cam_max_slices if source == "score_cam" else None)
+        if source in maps and np.array_equal(indices[source], chosen):
+            method_maps, elapsed = maps[source], map_seconds[source]
+        else:
+            method_maps, elapsed = _compute_maps(cams, source, slices.images[chosen], config.batch_size)
+            maps[source], map_seconds[source], indices[source] = method_maps, elapsed, chosen
+        started = time.perf_counter()
+        if method in CRF_METHODS:
+            method_masks = crf_masks(method_maps, slices.images[chosen], config)
+        else:
+            method_masks = threshold_masks(method_maps, config.threshold)
+        elapsed += time.perf_counter() - started
+        maps[method], masks[method], indices[method] = method_maps, method_masks, chosen
+        seconds[method] = elapsed / max(len(chosen), 1)
+        method_scores = score_slices(method, method_masks, slices, chosen, spacing, config.hd95_empty)
+        per_slice_parts.append(method_scores)
+        rows.append(summary_row(method, modality, method_scores, seconds[method]))
+
+    maps = {m: maps[m] for m in methods}
+    table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS + EXTRA_COLUMNS))
+    per_slice = pd.concat(per_slice_parts, ignore_index=True)
+    result = EvaluationResult(table=table, per_slice=per_slice, maps=maps, masks=masks,
+                              indices={m: indices[m] for m in methods}, slices=slices, seconds=seconds)
+    if write:
+        result.paths = write_results(run_dir, modality, result)
+    return result
+
+
+def _compute_maps(cams: CamMethods, method: str, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    parts = [cams.compute(images[start:start + batch_size], [method])[method]
+             for start in range(0, len(images), batch_size)]
+    size = images.shape[-2:]
+    method_maps = np.concatenate(parts) if parts else np.zeros((0, *size), np.float32)
+    return method_maps, time.perf_counter() - started
+
+
+# --- files -------------------------------------------------------------------------------------------
+
+def write_results(run_dir: str | Path, modality: str, result: EvaluationResult) -> dict[str, Path]:
+    """Write ``results.csv`` (merged with other modalities' rows), ``results.md``, the per-slice
+    scores and the predictions of one modality, atomically. Returns the paths."""
+    run_dir = Path(run_dir)
+    results_csv = run_dir / "results.csv"
+    table = result.table
+    if results_csv.is_file():
+        previous = pd.read_csv(results_csv)
+        if "modality" in previous.columns:
+            table = pd.concat([previous[previous["modality"] != modality], table], ignore_index=True)
+    table = table[list(RESULT_COLUMNS + EXTRA_COLUMNS)]
+    write_text(results_csv, _csv_text(table))
+    write_text(run_dir / "results.md", results_markdown(table))
+    per_slice_csv = run_dir / modality / "per_slice_scores.csv"
+    write_text(per_slice_csv, _csv_text(result.per_slice))
+    predictions = run_dir / modality / "predictions.npz"
+    arrays = {"case_ids": np.asarray(result.slices.case_ids, dtype=str), "z": np.asarray(result.slices.z)}
+    for method in result.maps:
+        arrays[f"index_{method}"] = result.indices[method]
+        arrays[f"map_{method}"] = result.maps[method].astype(np.float16)
+        arrays[f"mask_{method}"] = result.masks[method]
+    with atomic_path(predictions) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+    return {"results_csv": results_csv, "results_md": run_dir / "results.md",
+            "per_slice_csv": per_slice_csv, "predictions": predictions}
+
+
+def load_predictions(run_dir: str | Path, modality: str) -> dict[str, np.ndarray]:
+    """``RUN/<modality>/predictions.npz`` as a dict: ``case_ids``, ``z`` and, per method,
+    ``index_<m>``, ``map_<m>`` (float16) and ``mask_<m>`` (bool).
+
+    Raises:
+        FileNotFoundError: :func:`evaluate` has not written it yet.
+    """
+    path = Path(run_dir) / modality / "predictions.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"no predictions at {path}; run evaluate() (notebook 05) first")
+    with np.load(path) as stored:
+        return {name: stored[name] for name in stored.files}
+
+
+def results_markdown(table: pd.DataFrame) -> str:
+    """Markdown tables, one per modality: our mean +- std beside the paper's (Tables 1-3)."""
+    lines = ["# Results", "",
+             "Dice and IoU on the test slices labelled tumour, HD95 in mm of the original 1 mm grid "
+             "(pixels at 240 x 240); mean +- std. `fp area` is the mean fraction of a normal test slice "
+             "predicted tumour. Paper: Chen et al., MICCAI 2023, Tables 1-3 (its AME-CAM includes DenseCRF, "
+             "so it sits beside `ame_cam_crf`; its Table 2 is T1 only, its Table 3 T1-CE only).", ""]
+    for modality in dict.fromkeys(table["modality"]):
+        paper = PAPER_RESULTS.get(modality, {})
+        lines += [f"## {modality}", "",
+                  "| method | n | Dice | IoU | HD95 | fp area | s/slice | paper Dice | paper IoU | paper HD95 |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for _, row in table[table["modality"] == modality].iterrows():
+            reference = paper.get(row["method"], {})
+            cells = [f"`{row['method']}`", str(int(row["n_slices"]))]
+            cells += [f"{row[f'{m}_mean']:.3f} +- {row[f'{m}_std']:.3f}" for m in ("dice", "iou", "hd95")]
+            cells += [f"{row['fp_area_normal_mean']:.3f}", f"{row['seconds_per_slice']:.3f}"]
+            cells += [f"{reference[m][0]:.3f} +- {reference[m][1]:.3f}" if m in reference else ""
+                      for m in ("dice", "iou", "hd95")]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _csv_text(frame: pd.DataFrame) -> str:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, float_format="%.6f", lineterminator="\n")
+    return buffer.getvalue()

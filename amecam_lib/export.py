@@ -1,0 +1,91 @@
+"""Slice masks -> one NIfTI volume per test case, on the case's original grid and affine.
+
+The evaluation works on 2-D axial slices (row ``r`` of a case's stored arrays is
+``volume[:, :, z[r]]``, resized to S x S; see :mod:`amecam_lib.slicing`). To look at a prediction
+in a 3-D viewer (ITK-SNAP, 3D Slicer) next to the original MRI, the slice masks of a case are put
+back at their ``z`` in a volume of the original shape, upsampled with nearest neighbour (pixel
+centre aligned, the inverse of the slicer's ``nearest-exact`` mask resize) when the slices were
+resampled, and saved with the case's original affine as ``uint8`` (1 = tumour). Slices that were
+not evaluated (dropped by slicing, or outside the test selection) stay 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import nibabel as nib
+import numpy as np
+
+from amecam_lib.atomic import atomic_path
+from amecam_lib.slices import read_case_info
+
+
+def upsample_nearest(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of ``(N, S, S)`` masks to ``(N, H, W)``, pixel-centre aligned.
+
+    Output pixel i takes input pixel ``floor((i + 0.5) * S / H)`` (as torch's ``nearest-exact``).
+    Written with NumPy indexing because it only needs an index map (no library call is simpler).
+    """
+    masks = np.asarray(masks)
+    height, width = shape
+    rows = np.minimum(((np.arange(height) + 0.5) * masks.shape[-2] / height).astype(np.int64), masks.shape[-2] - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * masks.shape[-1] / width).astype(np.int64), masks.shape[-1] - 1)
+    return masks[..., rows[:, None], cols[None, :]]
+
+
+def export_case_masks(run_dir: str | Path, modality: str, method: str, masks, case_ids: Sequence[str],
+                      z: Sequence[int], out_dir: str | Path | None = None) -> list[Path]:
+    """Write one ``<case_id>_<method>.nii.gz`` volume per case from its slice masks.
+
+    Args:
+        run_dir: the sliced run folder (reads ``RUN/slices/<case_id>/case.json``).
+        modality: modality the masks were predicted on (recorded in the NIfTI description).
+        method: method name (part of the file name), e.g. ``"ame_cam_crf"``.
+        masks: ``(N, S, S)`` bool (or 0/1) slice masks.
+        case_ids: ``(N,)`` case of each mask.
+        z: ``(N,)`` axial index of each mask in its case's volume.
+        out_dir: target folder; default ``RUN/masks``.
+
+    Returns:
+        the written paths, one per case (sorted by case ID).
+
+    Raises:
+        ValueError: lengths differ, masks not 3-D, a ``z`` outside the volume or repeated within a
+            case, a mask size other than the case's stored image size, or a bad method name.
+        BratsDataError: a case that was not sliced in ``run_dir``.
+    """
+    masks = np.asarray(masks)
+    case_ids = np.asarray(case_ids, dtype=str)
+    z = np.asarray(z, dtype=np.int64)
+    if masks.ndim != 3 or not (len(masks) == len(case_ids) == len(z)):
+        raise ValueError(f"masks (N, S, S), case_ids (N,), z (N,) must agree; got {masks.shape}, "
+                         f"{case_ids.shape}, {z.shape}")
+    if not method or "/" in method or method.startswith("."):
+        raise ValueError(f"method {method!r} cannot name a file")
+    out_dir = Path(run_dir) / "masks" if out_dir is None else Path(out_dir)
+    written = []
+    for case_id in sorted(set(case_ids)):
+        info = read_case_info(run_dir, case_id)
+        selected = np.flatnonzero(case_ids == case_id)
+        case_z = z[selected]
+        n_x, n_y, n_z = info.original_shape
+        if case_z.min() < 0 or case_z.max() >= n_z:
+            raise ValueError(f"case {case_id}: z outside 0..{n_z - 1}: {case_z[(case_z < 0) | (case_z >= n_z)]}")
+        if len(np.unique(case_z)) != len(case_z):
+            raise ValueError(f"case {case_id}: a z appears more than once")
+        if masks.shape[-2:] != (info.image_size, info.image_size):
+            raise ValueError(f"case {case_id}: masks are {masks.shape[-2:]} px, its slices {info.image_size} px")
+        slice_masks = masks[selected] != 0
+        if slice_masks.shape[-2:] != (n_x, n_y):
+            slice_masks = upsample_nearest(slice_masks, (n_x, n_y))
+        volume = np.zeros((n_x, n_y, n_z), dtype=np.uint8)
+        volume[:, :, case_z] = np.moveaxis(slice_masks, 0, -1).astype(np.uint8)
+        image = nib.Nifti1Image(volume, info.affine)
+        image.header.set_data_dtype(np.uint8)
+        image.header["descrip"] = f"AME-CAM tutorial {method} {modality}"[:79].encode()
+        target = out_dir / f"{case_id}_{method}.nii.gz"
+        with atomic_path(target) as tmp:
+            nib.save(image, tmp)
+        written.append(target)
+    return written

@@ -1,0 +1,306 @@
+"""The two trainings of AME-CAM's activation-extraction phase, wired to a run folder
+(paper Sec. 2 and 3.2; notebooks 02 and 03).
+
+1. :func:`pretrain_supcon` -- SupCon (Khosla et al. 2020) on the train split: two augmented views
+   of every slice, labels as positives (``preset.pretrain.mode == "simclr"``: no labels, the
+   authors' code). Writes ``RUN/<modality>/pretrain/{log.csv,last.pt,best.pt}``.
+2. :func:`train_multi_exit` -- the multi-exit ResNet, backbone initialised from the pretrained one,
+   trained with Eq. 1 (Adam, cosine schedule; ``preset.multi_exit``), validated every epoch on the
+   val split (accuracy and ROC AUC per exit); ``best.pt`` has the best ``auc_exit4`` (the authors'
+   choice). Writes ``RUN/<modality>/multi_exit/{log.csv,last.pt,best.pt,val_metrics.csv}``.
+
+Both go through :func:`amecam_lib.training.fit`, so both resume, and both return at once when
+already finished. The backbone's ``arch`` and ``norm`` come from ``preset.multi_exit`` in both
+phases, so that the pretrained weights fit the network that is fine-tuned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from amecam_lib.atomic import write_text
+from amecam_lib.augment import MRIAugment, TwoViews
+from amecam_lib.config import Preset
+from amecam_lib.device import pick_device, seed_everything
+from amecam_lib.losses.exits import multi_exit_loss
+from amecam_lib.losses.supcon import supcon_loss
+from amecam_lib.models.multi_exit import N_EXITS, MultiExitResNet
+from amecam_lib.models.projection import SupConNet, load_pretrained_backbone
+from amecam_lib.runs import check_modality
+from amecam_lib.slices import SliceDataset, load_slices
+from amecam_lib.training import History, fit, load_checkpoint
+
+PRETRAIN_MODES = ("supcon", "simclr")
+CLASS_BALANCES = ("none", "pos_weight", "sampler")
+EMBED_SOURCES = ("pretrain", "untrained", "multi_exit")
+
+
+def phase_dir(run_dir: str | Path, modality: str, phase: str) -> Path:
+    """``RUN/<modality>/<phase>``: where a phase of one modality keeps its checkpoints and logs."""
+    return Path(run_dir) / check_modality(modality) / phase
+
+
+def pretrain_supcon(run_dir: str | Path, modality: str, preset: Preset, device: str | None = None,
+                    progress: bool = True) -> History:
+    """SupCon (or SimCLR) pretraining of the ResNet encoder on the train split (paper Sec. 3.2).
+
+    Every batch of slices gives two views (:class:`amecam_lib.augment.TwoViews`, applied to the
+    batch on ``device``); the projections go to :func:`amecam_lib.losses.supcon.supcon_loss` with
+    the slice labels (``mode="supcon"``) or without (``mode="simclr"``). No validation metric:
+    ``best.pt`` is the last epoch.
+
+    Args:
+        run_dir: a sliced run folder (``RUN/slices``, ``RUN/manifest.csv``).
+        modality: ``t1``, ``t1ce``, ``t2`` or ``flair`` (must have been sliced).
+        preset: settings; uses ``preset.pretrain``, ``preset.multi_exit.arch/norm``,
+            ``preset.data.exclude_ambiguous``, ``preset.num_workers``, ``preset.seed``.
+        device: ``"auto"``/None, ``"cpu"``, ``"cuda"``.
+        progress: tqdm bars.
+
+    Returns:
+        the :class:`~amecam_lib.training.History` (``train_loss`` per epoch).
+
+    Raises:
+        ValueError: unknown ``preset.pretrain.mode``; errors of ``load_slices`` (missing modality,
+            empty split).
+    """
+    settings = preset.pretrain
+    if settings.mode not in PRETRAIN_MODES:
+        raise ValueError(f"preset.pretrain.mode must be one of {PRETRAIN_MODES}, got {settings.mode!r}")
+    train_set = load_slices(run_dir, modality, "train", exclude_ambiguous=preset.data.exclude_ambiguous)
+    loader = _loader(train_set, settings.batch_size, preset.num_workers, balance="none")
+    seed_everything(preset.seed)                      # same initial weights for a given seed
+    model = SupConNet(preset.multi_exit.arch, preset.multi_exit.norm, projection_dim=settings.projection_dim)
+    two_views = TwoViews(MRIAugment(crop_scale=tuple(settings.crop_scale)))
+    use_labels = settings.mode == "supcon"
+
+    def train_step(net, batch, step_device):
+        images, labels = (item.to(step_device, non_blocking=True) for item in batch)
+        views = two_views(images)                                   # (B, 2, 1, S, S)
+        projections = net(views.flatten(0, 1)).view(images.shape[0], 2, -1)
+        return supcon_loss(projections, labels=labels if use_labels else None,
+                           temperature=settings.temperature)
+
+    config = {"phase": "pretrain", "modality": modality, "data": dataclasses.asdict(preset.data),
+              "pretrain": dataclasses.asdict(settings), "arch": preset.multi_exit.arch,
+              "norm": preset.multi_exit.norm, "seed": preset.seed}
+    return fit(model, train_step=train_step, train_loader=loader, epochs=settings.epochs, lr=settings.lr,
+               min_lr=settings.min_lr, weight_decay=settings.weight_decay, optimizer=settings.optimizer,
+               out_dir=phase_dir(run_dir, modality, "pretrain"), config=config,
+               device=device or "auto", seed=preset.seed, desc=f"SupCon {modality}", progress=progress)
+
+
+def train_multi_exit(run_dir: str | Path, modality: str, preset: Preset, device: str | None = None,
+                     progress: bool = True) -> History:
+    """Train the multi-exit ResNet with Eq. 1 and keep the checkpoint with the best last-exit AUC.
+
+    Initialised from ``RUN/<modality>/pretrain/best.pt`` when ``preset.multi_exit.init_from_pretrain``
+    is set and that file exists (a message says which start was used). Augmentation
+    (``preset.multi_exit.augment``) is applied to each batch on the device. Class balance
+    (``preset.multi_exit.class_balance``): ``"none"`` is the paper's plain CE; ``"pos_weight"``
+    weights tumour slices by n_normal / n_tumour of the train split; ``"sampler"`` draws slices
+    with probability inverse to their class frequency.
+
+    Validation on the full val split after every epoch: ``val_loss`` (Eq. 1), ``acc_exit1..4``,
+    ``auc_exit1..4`` (see :func:`evaluate_exits`). At the end, ``val_metrics.csv`` holds the best
+    epoch's accuracy and AUC per exit.
+
+    Args / Raises: as :func:`pretrain_supcon`; in addition ValueError when the val split has one
+    class only (ROC AUC undefined) or an unknown ``class_balance``.
+    """
+    settings = preset.multi_exit
+    if settings.class_balance not in CLASS_BALANCES:
+        raise ValueError(f"preset.multi_exit.class_balance must be one of {CLASS_BALANCES}, "
+                         f"got {settings.class_balance!r}")
+    train_set = load_slices(run_dir, modality, "train", exclude_ambiguous=preset.data.exclude_ambiguous)
+    val_set = load_slices(run_dir, modality, "val", exclude_ambiguous=False)
+    _check_two_classes(np.asarray(val_set.labels), f"val split of {run_dir} ({modality})")
+    train_labels = np.asarray(train_set.labels)
+    pos_weight = None
+    if settings.class_balance == "pos_weight":
+        n_tumour = int(train_labels.sum())
+        if n_tumour == 0:
+            raise ValueError(f"train split of {run_dir} ({modality}) has no tumour slice")
+        pos_weight = (len(train_labels) - n_tumour) / n_tumour
+    loader = _loader(train_set, settings.batch_size, preset.num_workers, balance=settings.class_balance)
+
+    seed_everything(preset.seed)                      # same exit initialisation for a given seed
+    model = MultiExitResNet(settings.arch, settings.norm)
+    init = {"checkpoint": None}
+    pretrain_path = phase_dir(run_dir, modality, "pretrain") / "best.pt"
+    if settings.init_from_pretrain and pretrain_path.is_file():
+        pretrain_checkpoint = load_checkpoint(pretrain_path)
+        load_pretrained_backbone(model, pretrain_checkpoint["model"])
+        init = {"checkpoint": str(pretrain_path), "trained_epochs": pretrain_checkpoint["epoch"],
+                "pretrain_config": pretrain_checkpoint["config"]}
+        if progress:
+            print(f"multi-exit {modality}: backbone initialised from {pretrain_path}")
+    elif progress:
+        reason = "init_from_pretrain is off" if not settings.init_from_pretrain else f"no {pretrain_path}"
+        print(f"multi-exit {modality}: random initialisation ({reason})")
+    augment = MRIAugment(crop_scale=tuple(settings.crop_scale)) if settings.augment else None
+
+    def train_step(net, batch, step_device):
+        images, labels = (item.to(step_device, non_blocking=True) for item in batch)
+        if augment is not None:
+            images = augment(images)
+        return multi_exit_loss(net(images).logits, labels, weights=settings.exit_weights, pos_weight=pos_weight)
+
+    def evaluate(net, eval_device):
+        return evaluate_exits(net, val_set, device=eval_device, exit_weights=settings.exit_weights,
+                              name=f"val split ({modality})")
+
+    out_dir = phase_dir(run_dir, modality, "multi_exit")
+    config = {"phase": "multi_exit", "modality": modality, "data": dataclasses.asdict(preset.data),
+              "multi_exit": dataclasses.asdict(settings), "seed": preset.seed, "init": init}
+    history = fit(model, train_step=train_step, train_loader=loader, epochs=settings.epochs, lr=settings.lr,
+                  min_lr=settings.min_lr, weight_decay=settings.weight_decay, optimizer=settings.optimizer,
+                  out_dir=out_dir, config=config, evaluate=evaluate, monitor=f"auc_exit{N_EXITS}",
+                  monitor_mode="max", device=device or "auto", seed=preset.seed,
+                  desc=f"multi-exit {modality}", progress=progress)
+    best = history.records[history.best_epoch - 1]
+    rows = ["exit,accuracy,auc"] + [f"{i},{best[f'acc_exit{i}']:.6f},{best[f'auc_exit{i}']:.6f}"
+                                    for i in range(1, N_EXITS + 1)]
+    write_text(out_dir / "val_metrics.csv", "\n".join(rows) + "\n")
+    return history
+
+
+def load_multi_exit(run_dir: str | Path, modality: str, which: str = "best",
+                    device: str | torch.device = "cpu") -> MultiExitResNet:
+    """The trained multi-exit network of a run, in eval mode, built with the arch/norm it was trained with.
+
+    Args:
+        which: ``"best"`` (best last-exit val AUC) or ``"last"``.
+
+    Raises:
+        FileNotFoundError: no such checkpoint (run :func:`train_multi_exit` / notebook 03 first).
+        ValueError: ``which`` not ``"best"``/``"last"``.
+    """
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
+    path = phase_dir(run_dir, modality, "multi_exit") / f"{which}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no multi-exit checkpoint at {path}; train it first (train_multi_exit, notebook 03)")
+    checkpoint = load_checkpoint(path)
+    settings = checkpoint["config"]["multi_exit"]
+    model = MultiExitResNet(settings["arch"], settings["norm"])
+    model.load_state_dict(checkpoint["model"])
+    return model.to(pick_device(device)).eval()
+
+
+@torch.no_grad()
+def exit_logits(model: MultiExitResNet, images, device: str | torch.device | None = None,
+                batch_size: int = 128) -> torch.Tensor:
+    """Tumour logit GAP(M_i) of every exit for many slices, in batches.
+
+    Args:
+        model: a multi-exit network (put in eval mode here).
+        images: ``(N, 1, S, S) float32`` in [0, 1] (NumPy or torch).
+        device: where to compute (default: the model's device).
+
+    Returns:
+        ``(N, 4) float32`` CPU tensor, column i - 1 = exit i.
+    """
+    device = next(model.parameters()).device if device is None else pick_device(device)
+    model.eval().to(device)
+    image_tensor = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
+    chunks = [model(image_tensor[start:start + batch_size].to(device)).logits.cpu()
+              for start in range(0, len(image_tensor), batch_size)]
+    return torch.cat(chunks) if chunks else torch.zeros((0, N_EXITS))
+
+
+def predict_exits(model: MultiExitResNet, images, device: str | torch.device | None = None,
+                  batch_size: int = 128) -> np.ndarray:
+    """Tumour probability ``sigmoid(GAP(M_i))`` of every exit: ``(N, 4) float32`` in [0, 1]
+    (arguments as :func:`exit_logits`)."""
+    return torch.sigmoid(exit_logits(model, images, device, batch_size)).numpy()
+
+
+def evaluate_exits(model: MultiExitResNet, slice_set, device: str | torch.device | None = None,
+                   exit_weights=None, batch_size: int = 128, name: str = "evaluation set") -> dict[str, float]:
+    """Classification quality of every exit on a :class:`~amecam_lib.slices.SliceSet`.
+
+    Accuracy thresholds each exit's probability at 0.5; ROC AUC is scikit-learn's
+    ``roc_auc_score`` on the probabilities.
+
+    Returns:
+        ``{"val_loss": Eq. 1 on the set, "acc_exit1".."acc_exit4", "auc_exit1".."auc_exit4"}``,
+        floats (accuracy and AUC in [0, 1]).
+
+    Raises:
+        ValueError: the set holds a single class (AUC undefined); the message names ``name``
+            and the class counts.
+    """
+    labels = np.asarray(slice_set.labels).astype(np.int64)
+    _check_two_classes(labels, name)
+    logits = exit_logits(model, slice_set.images, device=device, batch_size=batch_size)
+    probabilities = torch.sigmoid(logits).numpy()
+    metrics = {"val_loss": float(multi_exit_loss(logits, torch.from_numpy(labels), weights=exit_weights))}
+    for index in range(N_EXITS):
+        metrics[f"acc_exit{index + 1}"] = float(((probabilities[:, index] >= 0.5) == labels).mean())
+    for index in range(N_EXITS):
+        metrics[f"auc_exit{index + 1}"] = float(roc_auc_score(labels, probabilities[:, index]))
+    return metrics
+
+
+@torch.no_grad()
+def embed(run_dir: str | Path, modality: str, images, which: str = "pretrain",
+          device: str | torch.device = "cpu", batch_size: int = 128, seed: int = 0) -> np.ndarray:
+    """Pooled encoder features of slices, for the PCA figure of notebook 02.
+
+    Args:
+        images: ``(N, 1, S, S) float32`` in [0, 1].
+        which: ``"pretrain"`` (SupCon encoder, ``pretrain/best.pt``), ``"untrained"`` (the same
+            architecture at random initialisation from ``seed``: the baseline) or
+            ``"multi_exit"`` (the fine-tuned backbone, ``multi_exit/best.pt``).
+
+    Returns:
+        ``(N, C_4) float32`` (512 for ResNet-18), the GAP of the last stage, before any head.
+
+    Raises:
+        ValueError: unknown ``which``. FileNotFoundError: the needed checkpoint is missing.
+    """
+    if which not in EMBED_SOURCES:
+        raise ValueError(f"which must be one of {EMBED_SOURCES}, got {which!r}")
+    if which == "multi_exit":
+        encoder = load_multi_exit(run_dir, modality, "best", device)
+    else:
+        path = phase_dir(run_dir, modality, "pretrain") / "best.pt"
+        checkpoint = load_checkpoint(path) if (which == "pretrain" or path.is_file()) else None
+        arch, norm = (checkpoint["config"]["arch"], checkpoint["config"]["norm"]) if checkpoint else ("resnet18", "batch")
+        projection_dim = checkpoint["config"]["pretrain"]["projection_dim"] if checkpoint else 128
+        seed_everything(seed)
+        encoder = SupConNet(arch, norm, projection_dim=projection_dim)
+        if which == "pretrain":
+            encoder.load_state_dict(checkpoint["model"])
+    encoder = encoder.to(pick_device(device)).eval()
+    image_tensor = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    features = [encoder.encode(image_tensor[start:start + batch_size].to(pick_device(device))).cpu()
+                for start in range(0, len(image_tensor), batch_size)]
+    return torch.cat(features).numpy().astype(np.float32)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+def _check_two_classes(labels: np.ndarray, name: str) -> None:
+    counts = np.bincount(labels.astype(np.int64), minlength=2)
+    if len(labels) == 0 or (counts[:2] == 0).any():
+        raise ValueError(f"ROC AUC is undefined on the {name}: it holds {counts[0]} normal and {counts[1]} "
+                         "tumour slices; both classes are needed (change the split seed or fractions)")
+
+
+def _loader(slice_set, batch_size: int, num_workers: int, balance: str) -> DataLoader:
+    dataset = SliceDataset(slice_set)
+    if balance == "sampler":
+        labels = np.asarray(slice_set.labels).astype(np.int64)
+        class_counts = np.bincount(labels, minlength=2).astype(np.float64)
+        weights = 1.0 / class_counts[labels]
+        sampler = WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(labels), replacement=True)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers)

@@ -1,0 +1,310 @@
+"""Read a sliced run folder: the manifest, one case's geometry, and slices for training and evaluation.
+
+The run folder is written by :func:`amecam_lib.slicing.slice_dataset` (layout in that module and
+in ARCHITECTURE.md). Two ways to get slices:
+
+- :func:`load_slices` reads one split of one modality into memory as a :class:`SliceSet`
+  (images, labels, whole-tumour masks for evaluation, case IDs, z): right for the demo sizes and
+  for evaluation;
+- :meth:`SliceDataset.from_run` keeps only an index in memory and reads each slice from the
+  memory-mapped per-case ``.npy`` file when asked (``np.load(mmap_mode="r")``), so training on
+  all 1,251 BraTS 2021 cases does not need every slice in RAM.
+
+Images are stored as ``uint16`` codes (:mod:`amecam_lib.slicing`, storage format 2) and decoded
+here to ``float32`` ``code / 65535`` (:func:`amecam_lib.slicing.decode_images`): in bulk by
+:func:`load_slices` and :func:`read_case_images`, one slice at a time by a lazy
+:class:`SliceDataset`. A folder of the older ``float32`` format raises an error naming the file.
+
+Both give a torch :class:`SliceDataset` whose items are ``(image (1, S, S) float32, label int64)``;
+labels are the slice-level tumour labels (the only supervision AME-CAM uses, paper Sec. 2).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from amecam_lib.releases import BratsDataError
+from amecam_lib.slicing import MANIFEST_COLUMNS, decode_images
+from amecam_lib.splits import SPLITS
+
+SPLIT_CHOICES: tuple[str, ...] = (*SPLITS, "all")
+"""Values accepted for ``split``: one split, or ``"all"`` for every kept slice."""
+
+_OPEN_FILES = 64  # memory maps kept open per process by a lazy SliceDataset (LRU)
+
+
+@dataclass(frozen=True)
+class SliceSet:
+    """The slices of one split and one modality, in memory, ordered by case ID then z.
+
+    Attributes:
+        images: ``(N, 1, S, S) float32`` in ``[0, 1]``.
+        labels: ``(N,) int64`` in ``{0, 1}``: 1 = whole-tumour area above the threshold.
+        masks: ``(N, S, S) bool`` whole tumour at image size; for evaluation only, never training.
+        case_ids: ``(N,)`` str, the case of each slice.
+        z: ``(N,) int64`` axial index of each slice in its volume.
+        ambiguous: ``(N,) bool``, ``0 < tumour area <= threshold`` (labelled 0).
+        modality, split: what was loaded.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray
+    case_ids: np.ndarray
+    z: np.ndarray
+    ambiguous: np.ndarray
+    modality: str
+    split: str
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class CaseInfo:
+    """Geometry of one sliced case, from ``RUN/slices/<case_id>/case.json``.
+
+    Attributes:
+        case_id, release: the case and its BraTS release.
+        modalities: modalities stored for it.
+        original_shape: voxel grid ``(X, Y, Z)`` of the NIfTI volumes.
+        affine: ``(4, 4) float64`` voxel -> world (mm), as in the NIfTI files.
+        z: ``(Z_kept,) int64``: row ``r`` of the case's ``.npy`` files is ``volume[:, :, z[r]]``.
+        image_size: side S (pixels) of the stored slices.
+        settings: the slicing settings the folder was made with.
+    """
+
+    case_id: str
+    release: str
+    modalities: tuple[str, ...]
+    original_shape: tuple[int, int, int]
+    affine: np.ndarray
+    z: np.ndarray
+    image_size: int
+    settings: dict
+
+
+def read_manifest(run_dir: str | Path) -> pd.DataFrame:
+    """``RUN/manifest.csv`` as a DataFrame: one row per axial slice of every case.
+
+    Columns (:data:`amecam_lib.slicing.MANIFEST_COLUMNS`): ``case_id`` str, ``z`` int,
+    ``label`` int {0, 1}, ``tumour_pixels`` and ``brain_pixels`` int (pixels at the original
+    grid), ``ambiguous`` and ``kept`` int {0, 1}, ``reason`` str (empty when kept), ``split`` str,
+    ``row`` int (index into the case's ``.npy`` files, -1 when not kept).
+
+    Raises:
+        BratsDataError: no manifest (the run was not sliced) or missing columns.
+    """
+    path = Path(run_dir) / "manifest.csv"
+    if not path.is_file():
+        raise BratsDataError(f"{path} not found: slice the data first (slice_dataset or "
+                             f"data_scripts/slice_brats.py)")
+    manifest = pd.read_csv(path, dtype={"case_id": str, "reason": str, "split": str},
+                           keep_default_na=False)
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise BratsDataError(f"{path}: missing column(s) {missing}")
+    return manifest
+
+
+def read_case_info(run_dir: str | Path, case_id: str) -> CaseInfo:
+    """Geometry of one sliced case (affine, original shape, z of each stored slice).
+
+    Raises:
+        BratsDataError: the case was not sliced in this run.
+    """
+    path = Path(run_dir) / "slices" / case_id / "case.json"
+    if not path.is_file():
+        raise BratsDataError(f"case {case_id} was not sliced in {run_dir} ({path} not found)")
+    info = json.loads(path.read_text(encoding="utf-8"))
+    return CaseInfo(case_id=info["case_id"], release=info["release"],
+                    modalities=tuple(info["modalities"]),
+                    original_shape=tuple(int(n) for n in info["original_shape"]),
+                    affine=np.asarray(info["affine"], dtype=np.float64),
+                    z=np.asarray(info["z"], dtype=np.int64), image_size=int(info["image_size"]),
+                    settings=info["settings"])
+
+
+def select_slices(run_dir: str | Path, modality: str, split: str,
+                  exclude_ambiguous: bool = False) -> pd.DataFrame:
+    """Manifest rows of the kept slices of ``split`` (sorted by case ID, z) for ``modality``.
+
+    Args:
+        run_dir: a sliced run folder.
+        modality: one of the modalities sliced in that run.
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
+        exclude_ambiguous: leave out slices with ``0 < tumour area <= threshold``.
+
+    Raises:
+        BratsDataError: an unknown split name; a modality not sliced in this run (the message
+            lists those that were); no slice selected.
+    """
+    if split not in SPLIT_CHOICES:
+        raise BratsDataError(f"split must be one of {SPLIT_CHOICES}, got {split!r}")
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    selected = manifest[manifest["kept"] == 1]
+    if split != "all":
+        selected = selected[selected["split"] == split]
+    if exclude_ambiguous:
+        selected = selected[selected["ambiguous"] == 0]
+    if selected.empty:
+        raise BratsDataError(
+            f"no slice in split {split!r} of {run_dir}"
+            f"{' once ambiguous slices are excluded' if exclude_ambiguous else ''}")
+    for case_id in selected["case_id"].unique():
+        if not (run_dir / "slices" / case_id / f"{modality}.npy").is_file():
+            sliced = read_case_info(run_dir, case_id).modalities
+            raise BratsDataError(
+                f"modality {modality!r} was not sliced in {run_dir} (case {case_id} has "
+                f"{', '.join(sliced)}); rerun slicing with it")
+    return selected.sort_values(["case_id", "z"]).reset_index(drop=True)
+
+
+def load_slices(run_dir: str | Path, modality: str, split: str,
+                exclude_ambiguous: bool = False) -> SliceSet:
+    """Load the kept slices of one split and one modality into memory.
+
+    Args:
+        run_dir: a run folder written by :func:`amecam_lib.slicing.slice_dataset`.
+        modality: ``"t1"``, ``"t1ce"``, ``"t2"`` or ``"flair"`` (must have been sliced).
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
+        exclude_ambiguous: drop slices with ``0 < tumour area <= threshold`` (REFERENCE_NOTES
+            "Data": an option for training; evaluation keeps them).
+
+    Returns:
+        :class:`SliceSet`, ordered by case ID then z.
+
+    Raises:
+        BratsDataError: as :func:`select_slices`.
+    """
+    selected = select_slices(run_dir, modality, split, exclude_ambiguous)
+    run_dir = Path(run_dir)
+    size = read_case_info(run_dir, selected["case_id"].iloc[0]).image_size
+    images = np.empty((len(selected), 1, size, size), dtype=np.float32)
+    mask_parts = []
+    start = 0
+    for case_id, rows in selected.groupby("case_id", sort=True)["row"]:
+        stored_rows = rows.to_numpy()
+        images[start:start + stored_rows.size, 0] = read_case_images(
+            run_dir, case_id, modality, stored_rows)
+        start += stored_rows.size
+        mask_parts.append(np.load(run_dir / "slices" / case_id / "wt.npy", mmap_mode="r")[stored_rows])
+    return SliceSet(images=images, labels=selected["label"].to_numpy(np.int64),
+                    masks=np.concatenate(mask_parts).astype(bool, copy=False),
+                    case_ids=selected["case_id"].to_numpy(str),
+                    z=selected["z"].to_numpy(np.int64),
+                    ambiguous=selected["ambiguous"].to_numpy(bool), modality=modality, split=split)
+
+
+def read_case_images(run_dir: str | Path, case_id: str, modality: str,
+                     rows: np.ndarray | None = None) -> np.ndarray:
+    """Stored slices of one case and modality, decoded to ``float32`` in ``[0, 1]``.
+
+    Args:
+        run_dir: a sliced run folder.
+        case_id: a case sliced in it.
+        modality: a modality sliced in it.
+        rows: ``(K,)`` int rows of the case's ``.npy`` (the manifest's ``row``); ``None`` = all,
+            i.e. row ``r`` is ``volume[:, :, case_info.z[r]]``.
+
+    Returns:
+        ``(K, S, S) float32`` in ``[0, 1]`` (``code / 65535``).
+
+    Raises:
+        BratsDataError: the file does not exist (case or modality not sliced), or holds another
+            storage format (:func:`amecam_lib.slicing.decode_images`).
+    """
+    path = Path(run_dir) / "slices" / case_id / f"{modality}.npy"
+    if not path.is_file():
+        raise BratsDataError(f"{path} not found: case {case_id} or modality {modality!r} was not "
+                             f"sliced in {run_dir}")
+    codes = np.load(path, mmap_mode="r")
+    return decode_images(codes if rows is None else codes[np.asarray(rows)], path)
+
+
+class SliceDataset(Dataset):
+    """Torch dataset of labelled slices: item ``i`` is ``(image, label)``.
+
+    ``image`` is a ``(1, S, S) float32`` tensor in ``[0, 1]`` (then ``transform(image)`` if a
+    transform is given, e.g. a two-view SupCon transform); ``label`` a ``int64`` scalar tensor.
+
+    Build it from a :class:`SliceSet` in memory (``SliceDataset(slice_set)``) or lazily from a run
+    folder (:meth:`from_run`), which reads each slice's ``uint16`` codes from memory-mapped
+    per-case ``.npy`` files and decodes them when the item is asked for; at most 64 files per
+    process stay open (least recently used closed first).
+
+    Attributes:
+        labels: ``(N,) int64``; case_ids ``(N,)`` str; z ``(N,) int64`` (for samplers and plots).
+    """
+
+    def __init__(self, slice_set: SliceSet, transform=None):
+        self.transform = transform
+        self.labels = np.asarray(slice_set.labels, dtype=np.int64)
+        self.case_ids = np.asarray(slice_set.case_ids, dtype=str)
+        self.z = np.asarray(slice_set.z, dtype=np.int64)
+        self._images = slice_set.images
+        self._files: np.ndarray | None = None
+        self._rows: np.ndarray | None = None
+        self._open: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, modality: str, split: str,
+                 exclude_ambiguous: bool = False, transform=None) -> "SliceDataset":
+        """Lazy dataset over the kept slices of ``split`` (arguments as :func:`load_slices`).
+
+        Raises:
+            BratsDataError: as :func:`select_slices`.
+        """
+        selected = select_slices(run_dir, modality, split, exclude_ambiguous)
+        dataset = cls.__new__(cls)
+        Dataset.__init__(dataset)
+        dataset.transform = transform
+        dataset.labels = selected["label"].to_numpy(np.int64)
+        dataset.case_ids = selected["case_id"].to_numpy(str)
+        dataset.z = selected["z"].to_numpy(np.int64)
+        dataset._images = None
+        folder = Path(run_dir) / "slices"
+        dataset._files = np.asarray([str(folder / case_id / f"{modality}.npy")
+                                     for case_id in dataset.case_ids])
+        dataset._rows = selected["row"].to_numpy(np.int64)
+        dataset._open = OrderedDict()
+        return dataset
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index: int):
+        if self._images is not None:
+            image = np.asarray(self._images[index], dtype=np.float32).reshape(
+                (1, *self._images.shape[-2:]))
+        else:
+            path = self._files[index]
+            image = decode_images(self._memmap(path)[self._rows[index]], path)[None]
+        image_tensor = torch.from_numpy(np.ascontiguousarray(image))
+        if self.transform is not None:
+            image_tensor = self.transform(image_tensor)
+        return image_tensor, torch.tensor(self.labels[index], dtype=torch.int64)
+
+    def _memmap(self, path: str) -> np.ndarray:
+        if path in self._open:
+            self._open.move_to_end(path)
+        else:
+            self._open[path] = np.load(path, mmap_mode="r")
+            if len(self._open) > _OPEN_FILES:
+                self._open.popitem(last=False)
+        return self._open[path]
+
+    def __getstate__(self):
+        # DataLoader workers started with spawn get the index, not copies of open memory maps.
+        state = self.__dict__.copy()
+        state["_open"] = OrderedDict()
+        return state

@@ -1,0 +1,589 @@
+"""BraTS volumes -> labelled axial slices, stored per case, plus a manifest of every slice.
+
+Paper Sec. 3.1 slices each volume along z; REFERENCE_NOTES "Data" gives the authors' label rule,
+which this module follows: a slice is *tumour* (label 1) when its whole-tumour area (WT,
+``seg > 0``) is more than ``tumour_fraction`` of the slice at the original grid (> 576 px at
+240 x 240 for 1 %), else *normal* (label 0). Slices with ``0 < area <= threshold`` are labelled 0
+and flagged ``ambiguous`` so training may leave them out. Slices whose brain area (voxels above
+the volume's minimum, i.e. non-zero in BraTS, in any sliced modality) is below
+``min_brain_fraction`` of the slice are dropped, and listed in the manifest with the reason:
+nothing is dropped silently.
+
+Storage (see ARCHITECTURE.md, "run folder written by slicing") uses one file per case and
+modality rather than one per slice: 1,251 cases x 4 modalities make ~6,300 files instead of
+~780,000 JPEGs, each readable memory-mapped. Images are stored as ``uint16`` *codes*
+``round(v * 65535)`` of the per-volume min-max normalised value ``v`` (storage format 2; format 1
+stored ``float32``, twice the size). At the native grid this is lossless with respect to the raw
+integer intensities whenever the volume's range ``max - min`` is at most 65,535, which always
+holds for ``int16``/``uint16``/8-bit data (BraTS stores ``int16``): distinct raw values are at least
+one code apart, and ``raw = min + round(code * (max - min) / 65535)`` recovers them exactly. A
+wider range (``int32`` or float data) is quantised to steps of ``(max - min) / 65535``: the error
+is at most half a step, i.e. below ``1 / 131070`` of the range. Resized slices are quantised the
+same way (error <= ``0.5 / 65535`` of the normalised value). A 240 px case with four modalities
+takes ~80 MB (4 x 17.9 MB images + 8.9 MB mask; ~100 GB for BraTS 2021); 128 px flair ~7.6 MB::
+
+    RUN/slices/<case_id>/<modality>.npy   (Z_kept, S, S) uint16 codes; v = code / 65535 in [0, 1]
+    RUN/slices/<case_id>/wt.npy           (Z_kept, S, S) bool, whole tumour (nearest)
+    RUN/slices/<case_id>/slices.csv       this case's manifest rows (without split)
+    RUN/slices/<case_id>/case.json        release, modalities, shape, affine, z, settings
+    RUN/manifest.csv                      case_id,z,label,tumour_pixels,brain_pixels,ambiguous,kept,reason,split,row
+    RUN/split.csv                         case_id,split
+
+Readers never decode by hand: :func:`decode_images` (used by :mod:`amecam_lib.slices`) turns codes
+into ``float32`` in ``[0, 1]`` and refuses any other stored type (a format-1 folder is re-sliced,
+never misread: the format is part of the settings in ``case.json``).
+
+Row ``r`` of a case's ``.npy`` is ``volume[:, :, z[r]]`` (no transpose, no flip), resized to
+``S x S`` when ``S`` differs from the grid. Each case folder is written whole into a temporary
+folder and renamed (:func:`amecam_lib.atomic.atomic_dir`); a rerun reuses a case made with the
+same settings from the same files, redoes one made otherwise, and ``overwrite=True`` redoes all.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import multiprocessing
+import time
+import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from amecam_lib.atomic import atomic_dir, atomic_path, clean_stale_tmp
+from amecam_lib.config import MODALITIES, DataConfig
+from amecam_lib.releases import BratsDataError
+from amecam_lib.splits import make_split, read_split_file, write_split
+from amecam_lib.volumes import CaseFiles, find_cases, load_case
+
+SLICE_FORMAT = 2
+"""Version of the per-case storage layout (2: ``uint16`` image codes; 1: ``float32`` images); a
+change makes reruns redo every case."""
+
+IMAGE_CODE_MAX = 65535
+"""Stored image code of the normalised value 1.0 (``uint16`` maximum); code 0 is 0.0."""
+
+CODE_DTYPE = np.dtype(np.uint16)
+"""Type of the stored image codes."""
+
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "case_id", "z", "label", "tumour_pixels", "brain_pixels", "ambiguous", "kept", "reason",
+    "split", "row")
+"""Columns of ``RUN/manifest.csv``; ``slices.csv`` in each case folder has all but ``split``."""
+
+_CASE_COLUMNS = tuple(c for c in MANIFEST_COLUMNS if c != "split")
+
+
+@dataclass(frozen=True)
+class CaseReport:
+    """What slicing did with one case.
+
+    Attributes:
+        case_id, release, split: the case, its BraTS release and its split.
+        slices: axial slices in the volume (kept + dropped).
+        tumour: kept slices labelled 1 (WT area > threshold).
+        normal: kept slices with no tumour pixel.
+        ambiguous: kept slices with 0 < WT area <= threshold (labelled 0).
+        dropped: slices dropped for too little brain (listed in the manifest, ``kept=0``).
+        reused: ``True`` when an earlier run's folder with the same settings was kept.
+        seconds: wall time spent on the case (s).
+    """
+
+    case_id: str
+    release: str
+    split: str
+    slices: int
+    tumour: int
+    normal: int
+    ambiguous: int
+    dropped: int
+    reused: bool
+    seconds: float
+
+
+@dataclass
+class SlicingReport:
+    """Summary of :func:`slice_dataset`: one :class:`CaseReport` per case, sorted by case ID.
+
+    ``tumour + normal + ambiguous + dropped == slices`` for every case.
+    """
+
+    run_dir: Path
+    cases: list[CaseReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def cases_per_second(self) -> float:
+        """Cases handled per second of wall time (reused cases included)."""
+        return len(self.cases) / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def no_tumour_cases(self) -> list[str]:
+        """Cases with no kept slice labelled tumour (allowed; counted, not hidden)."""
+        return [case.case_id for case in self.cases if case.tumour == 0]
+
+    def totals(self) -> dict[str, int]:
+        """Slice counts summed over all cases, plus the number of cases and of reused cases."""
+        keys = ("slices", "tumour", "normal", "ambiguous", "dropped")
+        totals = {key: sum(getattr(case, key) for case in self.cases) for key in keys}
+        totals["cases"] = len(self.cases)
+        totals["reused"] = sum(case.reused for case in self.cases)
+        return totals
+
+    def table(self) -> str:
+        """Plain-text table of the per-case counts and the totals (for the CLI and notebooks)."""
+        header = ("case_id", "release", "split", "slices", "tumour", "normal", "ambiguous",
+                  "dropped", "seconds")
+        rows = [(c.case_id, c.release, c.split, c.slices, c.tumour, c.normal, c.ambiguous,
+                 c.dropped, "reused" if c.reused else f"{c.seconds:.2f}") for c in self.cases]
+        totals = self.totals()
+        rows.append(("TOTAL", f"{totals['cases']} cases", "", totals["slices"], totals["tumour"],
+                     totals["normal"], totals["ambiguous"], totals["dropped"], f"{self.seconds:.2f}"))
+        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+        lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip()
+                 for row in [header, *rows]]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.insert(len(lines) - 1, lines[1])
+        lines.append(f"{self.cases_per_second:.2f} cases/s; {totals['reused']} case(s) reused; "
+                     f"cases without a tumour slice: {', '.join(self.no_tumour_cases) or 'none'}")
+        return "\n".join(lines)
+
+
+def label_slices(tumour_pixels: np.ndarray, slice_pixels: int,
+                 tumour_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Slice-level labels from whole-tumour areas (authors' rule, REFERENCE_NOTES "Data").
+
+    Args:
+        tumour_pixels: ``(Z,)`` int, WT pixels of each axial slice at the original grid.
+        slice_pixels: pixels of one slice at the original grid (57,600 at 240 x 240).
+        tumour_fraction: threshold as a fraction of the slice (0.01 -> 576 px at 240 x 240).
+
+    Returns:
+        ``labels`` ``(Z,) int64``: 1 where ``tumour_pixels > tumour_fraction * slice_pixels``;
+        ``ambiguous`` ``(Z,) bool``: ``0 < tumour_pixels <= threshold`` (labelled 0).
+    """
+    tumour_pixels = np.asarray(tumour_pixels)
+    labels = (tumour_pixels > tumour_fraction * slice_pixels).astype(np.int64)
+    ambiguous = (tumour_pixels > 0) & (labels == 0)
+    return labels, ambiguous
+
+
+def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig, *,
+                  split_file: str | Path | None = None, workers: int = 1, overwrite: bool = False,
+                  progress: bool = True) -> SlicingReport:
+    """Slice every case under ``data_dir`` into the run folder ``out_dir``.
+
+    Args:
+        data_dir: BraTS root (case folders, see :func:`amecam_lib.volumes.find_cases`).
+        out_dir: run folder; ``slices/``, ``manifest.csv`` and ``split.csv`` are written in it.
+        config: ``modalities``, ``image_size`` (S, px), ``tumour_fraction``,
+            ``min_brain_fraction``, and the split's ``val_fraction``, ``test_fraction``, ``seed``.
+        split_file: optional CSV ``case_id,split`` that replaces the seeded split.
+        workers: processes that slice cases in parallel (1 = in this process).
+        overwrite: redo every case even when an up-to-date folder exists.
+        progress: show a tqdm bar (cases/s); ``TQDM_DISABLE=1`` also hides it.
+
+    Returns:
+        :class:`SlicingReport` with per-case counts and timing.
+
+    Raises:
+        BratsDataError: bad settings, or any data error of
+            :func:`~amecam_lib.volumes.find_cases`, :func:`~amecam_lib.volumes.load_case`,
+            :func:`~amecam_lib.splits.read_split_file` or
+            :func:`~amecam_lib.splits.split_sizes` (the first failing case stops the run; cases
+            finished before it are kept and reused by the next run).
+        RuntimeError: a worker process died (e.g. killed by the OS when out of memory); the run
+            stops instead of waiting forever.
+    """
+    _check_config(config, workers)
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    cases = find_cases(data_dir)
+    case_ids = [case.case_id for case in cases]
+    if split_file is not None:
+        assignment = read_split_file(split_file, case_ids)
+    else:
+        assignment = make_split(case_ids, config.val_fraction, config.test_fraction, config.seed)
+    slices_dir = out_dir / "slices"
+    slices_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_tmp(slices_dir)
+    write_split(out_dir / "split.csv", assignment)
+    strays = sorted(p.name for p in slices_dir.iterdir()
+                    if p.is_dir() and not p.name.startswith(".") and p.name not in assignment)
+    if strays:
+        warnings.warn(f"{slices_dir} holds folders of cases not in {data_dir}, left out of the "
+                      f"manifest: {strays[:5]}{' ...' if len(strays) > 5 else ''}", stacklevel=2)
+
+    settings = slice_settings(config)
+    tasks = [(case, settings, slices_dir, overwrite) for case in cases]
+    results: dict[str, CaseReport] = {}
+    bar_options = {} if progress else {"disable": True}
+    with tqdm(total=len(tasks), unit="case", desc="slicing", **bar_options) as bar:
+        for case_report in _run_tasks(tasks, workers):
+            results[case_report.case_id] = case_report
+            bar.update(1)
+
+    _write_manifest(out_dir / "manifest.csv", slices_dir, assignment)
+    report = SlicingReport(run_dir=out_dir)
+    report.cases = [dataclasses.replace(results[case_id], split=assignment[case_id])
+                    for case_id in case_ids]
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _run_tasks(tasks: list, workers: int):
+    """Yield the :class:`CaseReport` of every task (in completion order).
+
+    ``workers == 1``: in this process. Otherwise a :class:`~concurrent.futures.ProcessPoolExecutor`
+    (rather than ``multiprocessing.Pool``, whose ``imap`` waits forever when the OS kills a
+    worker) with at most ``2 * workers`` cases in flight, so pending work does not pile up in
+    memory. On any error the cases not yet started are cancelled.
+    """
+    if workers == 1 or len(tasks) == 1:
+        yield from map(_slice_case, tasks)
+        return
+    n_workers = min(workers, len(tasks))
+    executor = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context())
+    waiting = iter(tasks)
+    try:
+        running = {executor.submit(_slice_case, task) for _, task in zip(range(2 * n_workers), waiting)}
+        while running:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    case_report = future.result()
+                except BrokenProcessPool as error:
+                    raise RuntimeError(
+                        f"a slicing worker process died unexpectedly (killed by the operating "
+                        f"system, e.g. out of memory?) while slicing with workers={workers}; "
+                        f"rerun with fewer workers (finished cases are reused)") from error
+                yield case_report
+                next_task = next(waiting, None)
+                if next_task is not None:
+                    running.add(executor.submit(_slice_case, next_task))
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def slice_settings(config: DataConfig) -> dict:
+    """The settings a case folder depends on (stored in ``case.json``, compared on reruns)."""
+    return {"format": SLICE_FORMAT, "modalities": list(config.modalities),
+            "image_size": int(config.image_size), "tumour_fraction": float(config.tumour_fraction),
+            "min_brain_fraction": float(config.min_brain_fraction)}
+
+
+def _check_config(config: DataConfig, workers: int) -> None:
+    unknown = [m for m in config.modalities if m not in MODALITIES]
+    if not config.modalities or unknown or len(set(config.modalities)) != len(config.modalities):
+        raise BratsDataError(f"modalities must be distinct names from {MODALITIES}, got "
+                             f"{tuple(config.modalities)}")
+    if int(config.image_size) != config.image_size or config.image_size < 8:
+        raise BratsDataError(f"image_size must be an integer >= 8 (pixels), got {config.image_size}")
+    if not 0.0 <= config.tumour_fraction < 1.0:
+        raise BratsDataError(f"tumour_fraction must be in [0, 1), got {config.tumour_fraction}")
+    if not 0.0 <= config.min_brain_fraction < 1.0:
+        raise BratsDataError(
+            f"min_brain_fraction must be in [0, 1), got {config.min_brain_fraction}")
+    if int(workers) != workers or workers < 1:
+        raise BratsDataError(f"workers must be an integer >= 1, got {workers}")
+
+
+def _source_fingerprint(case: CaseFiles, modalities: list[str]) -> dict:
+    """Names and sizes of the files a case folder was made from (a changed file is redone)."""
+    files = {m: case.images[m] for m in modalities} | {"seg": case.seg}
+    return {name: {"file": path.name, "bytes": path.stat().st_size} for name, path in files.items()}
+
+
+def _slice_case(task) -> CaseReport:
+    """Slice one case into ``slices_dir/<case_id>`` (or reuse it); return its counts.
+
+    One vectorised pass per volume on the intensities as stored (no float copy of the volume):
+    per-slice tumour and brain counts with ``np.count_nonzero(axis=(0, 1))``, then the kept
+    slices encoded straight to ``uint16`` codes (:func:`image_codes`). Only the small report
+    travels back to the parent process: the per-slice rows stay in the case's ``slices.csv``, so
+    memory does not grow with the number of cases.
+    """
+    case, settings, slices_dir, overwrite = task
+    start = time.perf_counter()
+    target = slices_dir / case.case_id
+    sources = _source_fingerprint(case, settings["modalities"])
+    if not overwrite:
+        records = _reusable_records(target, settings, sources)
+        if records is not None:
+            return _case_report(case, records, True, time.perf_counter() - start)
+
+    volumes = load_case(case, settings["modalities"], normalise=False)
+    n_x, n_y, n_z = volumes.shape
+    slice_pixels = n_x * n_y
+    whole_tumour = volumes.whole_tumour
+    tumour_pixels = np.count_nonzero(whole_tumour, axis=(0, 1))
+    # brain: above the volume's minimum (normalised value > 0) in any sliced modality
+    brain = None
+    for image in volumes.images.values():
+        above_minimum = image > image.min()
+        brain = above_minimum if brain is None else np.logical_or(brain, above_minimum, out=brain)
+    brain_pixels = np.count_nonzero(brain, axis=(0, 1))
+    del brain
+    labels, ambiguous = label_slices(tumour_pixels, slice_pixels, settings["tumour_fraction"])
+    kept = brain_pixels >= settings["min_brain_fraction"] * slice_pixels
+    kept_z = np.flatnonzero(kept)
+    rows = np.full(n_z, -1, dtype=np.int64)
+    rows[kept_z] = np.arange(kept_z.size)
+    reason = f"brain area < {settings['min_brain_fraction']:g} of the slice"
+    records = [
+        {"case_id": case.case_id, "z": z, "label": label, "tumour_pixels": tumour,
+         "brain_pixels": brain_count, "ambiguous": int(is_ambiguous), "kept": int(is_kept),
+         "reason": "" if is_kept else reason, "row": row}
+        for z, (label, tumour, brain_count, is_ambiguous, is_kept, row) in enumerate(zip(
+            labels.tolist(), tumour_pixels.tolist(), brain_pixels.tolist(), ambiguous.tolist(),
+            kept.tolist(), rows.tolist()))]
+
+    size = settings["image_size"]
+    info = {"case_id": case.case_id, "release": case.release.name,
+            "modalities": settings["modalities"], "original_shape": list(volumes.shape),
+            "affine": volumes.affine.tolist(), "image_size": size, "z": kept_z.tolist(),
+            "image_storage": f"{CODE_DTYPE.name} codes; value in [0, 1] = code / {IMAGE_CODE_MAX}",
+            "slice_axes": "row r of each .npy = volume[:, :, z[r]] resized to image_size",
+            "settings": settings, "sources": sources}
+    with atomic_dir(target) as folder:
+        for modality in settings["modalities"]:
+            np.save(folder / f"{modality}.npy", image_codes(volumes.images[modality], kept_z, size))
+        np.save(folder / "wt.npy", resize_masks(axial_stack(whole_tumour, kept_z), size))
+        (folder / "slices.csv").write_text(_to_csv(records, _CASE_COLUMNS), encoding="utf-8")
+        (folder / "case.json").write_text(_json_text(info), encoding="utf-8")
+    return _case_report(case, records, False, time.perf_counter() - start)
+
+
+def image_codes(volume: np.ndarray, z: np.ndarray, size: int) -> np.ndarray:
+    """Stored form of a volume's axial slices: ``uint16`` codes of the min-max normalised values.
+
+    ``code = round(v * 65535)`` with ``v = (raw - min) / (max - min)`` over the whole volume
+    (the normalisation of :func:`amecam_lib.volumes.normalise_min_max`; a constant volume gives
+    all zeros). At the native grid, integer data of at most 16 bits goes through an exact
+    per-value lookup table (the code of every possible raw value computed in float64, then one
+    gather that also transposes each slice), which is lossless: see the module docstring. Other
+    data (``int32``, float) is rounded from float64. When ``size`` differs from the grid, the
+    slices are resampled as :func:`resize_images` does (on the raw values in ``float32``, which
+    commutes with the min-max map), then normalised and encoded (:func:`encode_unit_images`).
+
+    Args:
+        volume: ``(X, Y, Z)`` real array as stored (e.g. ``int16``, any memory order), finite.
+        z: ``(K,)`` int, axial indices to keep, in storage order.
+        size: side S (pixels) of the stored slices.
+
+    Returns:
+        ``(K, S, S) uint16``; row ``r`` is ``volume[:, :, z[r]]`` (resized when ``S`` differs).
+    """
+    volume = np.asarray(volume)
+    if not volume.dtype.isnative:
+        volume = volume.astype(volume.dtype.newbyteorder("="))
+    z = np.asarray(z, dtype=np.int64)
+    n_x, n_y = volume.shape[:2]
+    low, high = volume.min().item(), volume.max().item()
+    if z.size == 0 or high <= low:
+        return np.zeros((z.size, size, size), dtype=CODE_DTYPE)
+    native = (n_x, n_y) == (size, size)
+    if native and volume.dtype.kind in "iu" and volume.dtype.itemsize <= 2:
+        index_type = np.dtype(f"u{volume.dtype.itemsize}")
+        raw_values = np.arange(2 ** (8 * index_type.itemsize), dtype=index_type).view(volume.dtype)
+        table = np.clip((raw_values - np.float64(low)) * (IMAGE_CODE_MAX / (high - low)),
+                        0, IMAGE_CODE_MAX)
+        table = np.rint(table).astype(CODE_DTYPE)
+        indices = volume.view(index_type)
+        codes = np.empty((z.size, n_x, n_y), dtype=CODE_DTYPE)
+        for row, index in enumerate(z.tolist()):
+            np.take(table, indices[:, :, index], out=codes[row], mode="clip")
+        return codes
+    if native:
+        normalised = (axial_stack(volume, z).astype(np.float64) - low) / (high - low)
+        return encode_unit_images(normalised)
+    # Resampling weights are non-negative and sum to one, so resampling commutes with the
+    # min-max map: resample the raw values, then normalise the (smaller) result.
+    resampled = _resample(axial_stack(volume, z).astype(np.float32), size).astype(np.float64)
+    normalised = np.clip((resampled - low) / (high - low), 0.0, 1.0, out=resampled)
+    return encode_unit_images(normalised)
+
+
+def encode_unit_images(images: np.ndarray) -> np.ndarray:
+    """``uint16`` codes ``round(v * 65535)`` of values ``v`` in ``[0, 1]`` (any shape).
+
+    Computed in float64, where ``v * 65535`` is exact for ``float32`` input, so the code is the
+    correctly rounded one and ``|code / 65535 - v| <= 0.5 / 65535``.
+
+    Raises:
+        ValueError: a value outside ``[0, 1]`` or NaN (never silently clipped).
+    """
+    images = np.asarray(images)
+    if images.size and not (images.min() >= 0.0 and images.max() <= 1.0):
+        raise ValueError(f"image values must be in [0, 1] to be encoded, got "
+                         f"[{images.min()}, {images.max()}]")
+    return np.rint(images.astype(np.float64) * IMAGE_CODE_MAX).astype(CODE_DTYPE)
+
+
+def decode_images(codes: np.ndarray, source: str | Path = "") -> np.ndarray:
+    """Stored image codes -> ``float32`` values ``code / 65535`` in ``[0, 1]`` (any shape).
+
+    The division is done in float32 (correctly rounded), so code 0 is exactly 0.0 and code 65535
+    exactly 1.0.
+
+    Args:
+        codes: ``uint16`` array (e.g. a memory-mapped row of ``RUN/slices/<case>/<modality>.npy``).
+        source: file the codes come from, named in the error.
+
+    Raises:
+        BratsDataError: ``codes`` is not ``uint16`` (e.g. a ``float32`` file of storage format 1:
+            re-slice the run, never reinterpret it).
+    """
+    if codes.dtype != CODE_DTYPE:
+        raise BratsDataError(
+            f"{source or 'stored images'}: expected {CODE_DTYPE.name} codes (slice storage format "
+            f"{SLICE_FORMAT}), found {codes.dtype}; the run was sliced with an older format: "
+            f"rerun slicing (slice_dataset / data_scripts/slice_brats.py) to redo it")
+    return np.divide(codes, np.float32(IMAGE_CODE_MAX), dtype=np.float32)
+
+
+def axial_stack(volume: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """The axial slices ``volume[:, :, z[r]]`` stacked as a C-contiguous ``(len(z), X, Y)`` array.
+
+    One transposing copy (NIfTI volumes are Fortran-ordered, so each axial slice is contiguous
+    but transposed with respect to C order); a run of consecutive ``z`` is taken as a view first,
+    avoiding the extra copy of fancy indexing.
+    """
+    z = np.asarray(z, dtype=np.int64)
+    if z.size and np.array_equal(z, np.arange(z[0], z[0] + z.size)):
+        selected = volume[:, :, int(z[0]):int(z[0]) + z.size]
+    else:
+        selected = volume[:, :, z]
+    return np.ascontiguousarray(np.moveaxis(selected, -1, 0))
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """Resample image slices to ``size x size`` pixels: bilinear, antialiased when shrinking.
+
+    Uses Pillow's resampling (``Image.resize(..., BILINEAR)`` on 32-bit float images), whose
+    filter widens with the reduction factor; ``torch.nn.functional.interpolate(mode="bilinear",
+    antialias=True, align_corners=False)`` reproduces it to ~1e-6. Pillow rather than torch
+    because importing torch costs ~700 MB of memory in every worker process; one call per slice
+    (a dense or sparse-tap numpy matrix product was measured no faster at 240 -> 128 px). The
+    weights are non-negative and sum to one, so values stay in ``[0, 1]`` (clipped against
+    rounding).
+
+    Args:
+        images: ``(Z, H, W) float32`` in ``[0, 1]``.
+        size: output side S in pixels.
+
+    Returns:
+        ``(Z, S, S) float32`` in ``[0, 1]``.
+    """
+    resized = _resample(images, size)
+    return np.clip(resized, 0.0, 1.0, out=resized)
+
+
+def _resample(images: np.ndarray, size: int) -> np.ndarray:
+    """:func:`resize_images` without the clipping: ``(Z, H, W)`` real -> ``(Z, S, S) float32``."""
+    resized = np.empty((images.shape[0], size, size), dtype=np.float32)
+    for index, image in enumerate(images):
+        resized[index] = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32)).resize(
+            (size, size), Image.Resampling.BILINEAR)
+    return resized
+
+
+def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
+    """Resample mask slices to ``size x size`` pixels: nearest neighbour, pixel-centre aligned.
+
+    Output pixel ``o`` takes input pixel ``floor((o + 0.5) * H / S)`` along each axis: the
+    pixel-centre rule of Pillow's ``NEAREST`` (same grid as :func:`resize_images`) and of torch's
+    ``mode="nearest-exact"`` (torch's plain ``"nearest"`` shifts masks by up to half a pixel).
+    Written as one numpy gather for all slices (no library call per slice is needed for it).
+
+    Args:
+        masks: ``(Z, H, W) bool``.
+        size: output side S in pixels.
+
+    Returns:
+        ``(Z, S, S) bool`` (``masks`` itself when already ``S x S``).
+    """
+    masks = np.asarray(masks, dtype=bool)
+    n_rows, n_cols = masks.shape[1:]
+    if (n_rows, n_cols) == (size, size):
+        return masks
+    rows = _nearest_indices(n_rows, size)
+    cols = _nearest_indices(n_cols, size)
+    return masks[:, rows[:, None], cols[None, :]]
+
+
+def _nearest_indices(n_in: int, n_out: int) -> np.ndarray:
+    """Input index of each output pixel centre: ``floor((o + 0.5) * n_in / n_out)``, exact in
+    integers as ``((2 o + 1) * n_in) // (2 n_out)``."""
+    return np.minimum((2 * np.arange(n_out) + 1) * n_in // (2 * n_out), n_in - 1)
+
+
+def _reusable_records(target: Path, settings: dict, sources: dict) -> list[dict] | None:
+    """The stored rows of a case folder made with ``settings`` from ``sources``, else ``None``."""
+    info_path, rows_path = target / "case.json", target / "slices.csv"
+    if not (info_path.is_file() and rows_path.is_file()):
+        return None
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    if info.get("settings") != settings or info.get("sources") != sources:
+        return None
+    return _read_case_rows(rows_path)
+
+
+def _read_case_rows(path: Path) -> list[dict]:
+    """Rows of a case's ``slices.csv`` with integer columns as ``int``."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        records = list(csv.DictReader(handle))
+    integer_columns = ("z", "label", "tumour_pixels", "brain_pixels", "ambiguous", "kept", "row")
+    for record in records:
+        for column in integer_columns:
+            record[column] = int(record[column])
+    return records
+
+
+def _case_report(case: CaseFiles, records: list[dict], reused: bool, seconds: float) -> CaseReport:
+    """Counts of one case (split filled in by the caller)."""
+    kept = [r for r in records if r["kept"]]
+    return CaseReport(
+        case_id=case.case_id, release=case.release.name, split="", slices=len(records),
+        tumour=sum(r["label"] == 1 for r in kept),
+        normal=sum(r["tumour_pixels"] == 0 for r in kept),
+        ambiguous=sum(bool(r["ambiguous"]) for r in kept),
+        dropped=len(records) - len(kept), reused=reused, seconds=seconds)
+
+
+def _write_manifest(path: Path, slices_dir: Path, assignment: dict[str, str]) -> None:
+    """Assemble ``manifest.csv`` from the cases' ``slices.csv`` files, one case at a time,
+    written atomically (a reader never sees a half manifest)."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for case_id in sorted(assignment):
+            with (slices_dir / case_id / "slices.csv").open(newline="", encoding="utf-8") as rows:
+                writer.writerows({**row, "split": assignment[case_id]} for row in csv.DictReader(rows))
+
+
+def _to_csv(rows: list[dict], columns: tuple[str, ...]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _json_text(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
+__all__ = ["CODE_DTYPE", "CaseReport", "IMAGE_CODE_MAX", "MANIFEST_COLUMNS", "SLICE_FORMAT",
+           "SlicingReport", "axial_stack", "decode_images", "encode_unit_images", "image_codes",
+           "label_slices", "resize_images", "resize_masks", "slice_dataset", "slice_settings"]

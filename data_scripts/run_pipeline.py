@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""Run the whole notebook series 01 -> 05 with papermill into one run folder.
+
+Each notebook of ``notebooks/`` is executed in order (kernel ``python3``) with the same
+parameters; the executed copies land in the run folder (``RUN/01_slicing.ipynb`` ...), next to
+what they wrote (slices, checkpoints, ``results.csv``, figures, NIfTI masks). At the end the
+script prints the Table-1-style result (``RUN/results.md``) and the wall time of every notebook
+(also written to ``RUN/timings.csv``).
+
+If a notebook fails, the script stops and exits with status 1, naming the notebook, the cell and
+the error; the executed notebook (with the traceback in the failing cell) stays in RUN/.
+
+Examples::
+
+    python data_scripts/run_pipeline.py --preset smoke --out /tmp/smoke_run
+    python data_scripts/run_pipeline.py --preset demo --modality t1ce --data-dir /data/BraTS2021
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import papermill
+from papermill.exceptions import PapermillExecutionError
+
+from amecam_lib.atomic import write_text
+from amecam_lib.config import MODALITIES, PRESET_NAMES
+from amecam_lib.runs import REPO_ROOT, resolve_data_dir, resolve_run_dir
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+NOTEBOOKS = ("01_slicing.ipynb", "02_supcon_pretraining.ipynb", "03_multi_exit.ipynb",
+             "04_attentive_aggregation.ipynb", "05_crf_and_evaluation.ipynb")
+"""The series, in the order it must run."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="demo",
+                        help="settings of every phase (default: demo, CPU-sized)")
+    parser.add_argument("--modality", choices=MODALITIES, default="flair",
+                        help="the MRI modality to train and evaluate on (default: flair)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="BraTS root (default: $AMECAM_DATA_DIR or the bundled sample)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run folder (default: runs/<preset>_<modality> in the repository)")
+    parser.add_argument("--split-file", type=Path, default=None,
+                        help="CSV case_id,split with a patient-level split to use instead of the seed")
+    parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="side of the slices in pixels (default: the preset's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and the trainings")
+    parser.add_argument("--workers", type=int, default=1, help="processes slicing cases in parallel (01)")
+    parser.add_argument("--only", nargs="+", choices=[name[:2] for name in NOTEBOOKS], default=None,
+                        help="run only these notebooks (e.g. --only 04 05); earlier outputs must exist")
+    return parser.parse_args(argv)
+
+
+def notebook_parameters(args: argparse.Namespace, data_dir: Path, run_dir: Path) -> dict:
+    """The papermill parameters of the series; each notebook gets those its ``parameters`` cell
+    declares."""
+    return {
+        "data_dir": str(data_dir),
+        "run_dir": str(run_dir),
+        "modality": args.modality,
+        "preset": args.preset,
+        "image_size": args.image_size,
+        "device": args.device,
+        "seed": args.seed,
+        "split_file": None if args.split_file is None else str(args.split_file.resolve()),
+        "workers": args.workers,
+    }
+
+
+def failure_message(notebook: str, error: PapermillExecutionError) -> str:
+    """One paragraph naming the notebook, the cell and the error (no full traceback)."""
+    source = (error.source or "").strip().splitlines()
+    first_line = source[0] if source else ""
+    return (f"FAILED: {notebook}, cell {error.exec_count} (cell index {error.cell_index}): "
+            f"{error.ename}: {error.evalue}\n  cell starts with: {first_line}")
+
+
+def run_series(args: argparse.Namespace) -> int:
+    """Execute the notebooks; return the process exit status (0 ok, 1 a notebook failed)."""
+    data_dir = resolve_data_dir(args.data_dir)
+    run_dir = resolve_run_dir(args.out, args.preset, args.modality).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    parameters = notebook_parameters(args, data_dir, run_dir)
+    chosen = [name for name in NOTEBOOKS if args.only is None or name[:2] in args.only]
+    print(f"run folder: {run_dir}\ndata: {data_dir}\npreset={args.preset} modality={args.modality}",
+          flush=True)
+    timings: list[tuple[str, float]] = []
+    for name in chosen:
+        started = time.perf_counter()
+        print(f"\n=== {name} ===", flush=True)
+        declared = papermill.inspect_notebook(str(NOTEBOOK_DIR / name))
+        try:
+            papermill.execute_notebook(str(NOTEBOOK_DIR / name), str(run_dir / name),
+                                       parameters={k: v for k, v in parameters.items() if k in declared},
+                                       kernel_name="python3",
+                                       cwd=str(NOTEBOOK_DIR), progress_bar=True)
+        except PapermillExecutionError as error:
+            print(failure_message(name, error), file=sys.stderr, flush=True)
+            print(f"  executed notebook with the traceback: {run_dir / name}", file=sys.stderr)
+            return 1
+        timings.append((name, time.perf_counter() - started))
+        print(f"{name}: {timings[-1][1]:.1f} s", flush=True)
+    write_text(run_dir / "timings.csv",
+               "notebook,seconds\n" + "".join(f"{n},{s:.1f}\n" for n, s in timings))
+    results = run_dir / "results.md"
+    if results.is_file():
+        print("\n" + results.read_text(encoding="utf-8"))
+    print("wall time per notebook:")
+    for name, seconds in timings:
+        print(f"  {name:<34} {seconds:8.1f} s")
+    print(f"  {'total':<34} {sum(s for _, s in timings):8.1f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_series(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

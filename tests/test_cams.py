@@ -1,0 +1,125 @@
+"""CAM methods on a tiny random network: formulas by hand, ranges, brain restriction, polarity check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from amecam_lib.aggregation import fuse, normalise_maps
+from amecam_lib.cams import METHODS, CamMethods, _PaperLayerCAM, polarity_check
+from amecam_lib.config import EvaluationConfig
+from amecam_lib.models.attention import AttentionNet
+from amecam_lib.models.multi_exit import ExitOutput, MultiExitResNet, upsample_maps
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def cams():
+    torch.manual_seed(0)
+    net = MultiExitResNet().eval()
+    return CamMethods(net, AttentionNet(4).eval(), AttentionNet(2).eval(),
+                      EvaluationConfig(score_cam_batch_size=256))
+
+
+@pytest.fixture(scope="module")
+def images():
+    torch.manual_seed(1)
+    slices = torch.rand(2, 1, SIZE, SIZE)
+    slices[:, :, :4] = 0.0  # "outside the brain" rows
+    return slices
+
+
+def test_every_method_gives_normalised_maps(cams, images):
+    maps = cams.compute(images)
+    assert tuple(maps) == METHODS
+    for name, cam in maps.items():
+        assert cam.shape == (2, SIZE, SIZE) and cam.dtype == np.float32, name
+        assert np.isfinite(cam).all() and cam.min() >= 0.0 and cam.max() <= 1.0, name
+
+
+def test_ame_family_formulas(cams, images):
+    maps = cams.compute(images, ["ame_cam", "ame_cam_crf", "avg_me", "exit1", "exit4", "exit2_3"])
+    with torch.no_grad():
+        exit_maps = normalise_maps(upsample_maps(cams.model(images).maps, SIZE))
+        _, fused_all = fuse(images, exit_maps, cams.attention)
+        _, fused_2_3 = fuse(images, exit_maps[:, 1:3], cams.attention_2_3)
+    expected = {
+        "exit1": exit_maps[:, 0], "exit4": exit_maps[:, 3],
+        "avg_me": normalise_maps(exit_maps.mean(dim=1)),
+        "ame_cam": normalise_maps(torch.cat([exit_maps, fused_all], dim=1).mean(dim=1)),
+        "exit2_3": normalise_maps(torch.cat([exit_maps[:, 1:3], fused_2_3], dim=1).mean(dim=1)),
+    }
+    for name, cam in expected.items():
+        np.testing.assert_allclose(maps[name], cam.numpy(), atol=1e-5, err_msg=name)
+    np.testing.assert_array_equal(maps["ame_cam_crf"], maps["ame_cam"])
+
+
+def test_intensity_is_the_normalised_slice(cams, images):
+    np.testing.assert_allclose(cams.compute(images, ["intensity"])["intensity"],
+                               normalise_maps(images[:, 0]).numpy(), atol=1e-6)
+
+
+def test_brain_restriction_applies_to_every_method(images):
+    torch.manual_seed(0)
+    restricted = CamMethods(MultiExitResNet().eval(), AttentionNet(4).eval(), AttentionNet(2).eval(),
+                            EvaluationConfig(restrict_to_brain=True))
+    maps = restricted.compute(images, [m for m in METHODS if m != "score_cam"])
+    outside = (images[:, 0] == 0).numpy()
+    for name, cam in maps.items():
+        assert (cam[outside] == 0).all(), name
+
+
+def test_paper_layercam_fusion_is_elementwise_max():
+    fusion = _PaperLayerCAM.aggregate_multi_layers(None, [np.array([[[[0.0, 0.5], [1.0, 0.0]]]]),
+                                                          np.array([[[[0.8, 0.0], [0.0, 0.0]]]])])
+    np.testing.assert_allclose(fusion, [[[0.8, 0.5], [1.0, 0.0]]], atol=1e-6)
+
+
+def test_errors(cams, images):
+    with pytest.raises(ValueError, match="unknown"):
+        cams.compute(images, ["grad_cam_plus"])
+    with pytest.raises(ValueError, match="images"):
+        cams.compute(torch.rand(2, 3, SIZE, SIZE), ["exit1"])
+    without_attention = CamMethods(cams.model)
+    with pytest.raises(ValueError, match="attention"):
+        without_attention.compute(images, ["ame_cam"])
+    assert without_attention.compute(images, ["exit2"])["exit2"].shape == (2, SIZE, SIZE)
+
+
+class BrightSpotClassifier(nn.Module):
+    """Stand-in classifier: exit-4 tumour logit = 20 * (brightest pixel - 0.5)."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        logit = 20.0 * (images.amax(dim=(1, 2, 3)) - 0.5) + self.anchor
+        return ExitOutput(logits=logit[:, None].repeat(1, 4), maps=[images] * 4)
+
+
+def test_polarity_check_tells_a_right_map_from_a_flipped_one():
+    images = torch.full((3, 1, 8, 8), 0.3)
+    images[:, :, 2:4, 2:4] = 1.0  # bright "tumour"
+    images[2] = 0.3                # last slice: the classifier calls it normal
+    right = (images[:, 0] > 0.5).float().numpy()
+    right[2] = 0.0
+    reports = {r.method: r for r in polarity_check(BrightSpotClassifier(), images,
+                                                   {"right": right, "flipped": 1.0 - right})}
+    assert reports["right"].n_slices == 2  # only slices called tumour
+    assert reports["right"].logit_gap > 0 and reports["right"].fraction_positive == 1.0
+    assert reports["flipped"].logit_gap < 0 and reports["flipped"].fraction_positive == 0.0
+    assert reports["right"].high_fraction == pytest.approx(4 / 64)
+
+
+def test_gradient_baselines_work_on_a_frozen_network(cams, images):
+    reference = cams.compute(images, ["layer_cam_last"])["layer_cam_last"]
+    torch.manual_seed(0)
+    frozen = MultiExitResNet().eval()
+    for parameter in frozen.parameters():
+        parameter.requires_grad_(False)
+    maps = CamMethods(frozen).compute(images, ["layer_cam_last"])["layer_cam_last"]
+    np.testing.assert_allclose(maps, reference, atol=1e-5)

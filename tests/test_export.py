@@ -1,0 +1,85 @@
+"""Slice masks -> NIfTI volumes at the original grid and affine: round trip on tiny synthetic cases."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from _synthetic import write_case
+from amecam_lib.config import DataConfig
+from amecam_lib.export import export_case_masks, upsample_nearest
+from amecam_lib.slices import load_slices, read_case_info
+from amecam_lib.slicing import slice_dataset
+
+CASES = ["BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003"]
+AFFINE = np.array([[-1.0, 0, 0, 90], [0, -1.0, 0, 126], [0, 0, 1.0, -72], [0, 0, 0, 1]])
+
+
+def _sliced(tmp_path, grid: int, image_size: int):
+    """Three cases of grid x grid x 5 voxels; tumour = 2x2-aligned blocks in slices 1-3, slice 4 no brain."""
+    shape = (grid, grid, 5)
+    segs = {}
+    for index, case_id in enumerate(CASES):
+        seg = np.zeros(shape, np.uint8)
+        seg[2:8, 4:10, 1] = 1
+        seg[4:6 + 2 * index, 2:6, 2] = 2
+        seg[10:14, 8:12, 3] = 4
+        flair = np.full(shape, 100, np.int16)
+        flair[:, :, 4] = 0
+        write_case(tmp_path / "data", case_id, shape=shape, seg=seg, images={"flair": flair},
+                   affines={"flair": AFFINE, "seg": AFFINE, "t1": AFFINE, "t1ce": AFFINE, "t2": AFFINE})
+        segs[case_id] = seg > 0
+    config = DataConfig(modalities=("flair",), image_size=image_size, min_brain_fraction=0.05,
+                        val_fraction=0.1, test_fraction=0.1)
+    slice_dataset(tmp_path / "data", tmp_path / "run", config, progress=False)
+    return tmp_path / "run", segs
+
+
+@pytest.mark.parametrize("grid, image_size", [(16, 16), (16, 8)])
+def test_round_trip_shape_affine_voxels(tmp_path, grid, image_size):
+    run, segs = _sliced(tmp_path, grid, image_size)
+    slices = load_slices(run, "flair", "all")
+    paths = export_case_masks(run, "flair", "ame_cam_crf", slices.masks, slices.case_ids, slices.z)
+    assert [p.name for p in paths] == [f"{c}_ame_cam_crf.nii.gz" for c in CASES]
+    assert all(p.parent == run / "masks" for p in paths)
+    for case_id, path in zip(CASES, paths):
+        image = nib.load(path)
+        volume = np.asarray(image.dataobj)
+        assert volume.shape == (grid, grid, 5) and volume.dtype == np.uint8
+        np.testing.assert_allclose(image.affine, AFFINE)
+        kept = read_case_info(run, case_id).z
+        assert list(kept) == [0, 1, 2, 3]  # slice 4 has no brain: dropped by slicing
+        # 2x2-aligned blocks survive nearest down- then up-sampling exactly
+        np.testing.assert_array_equal(volume[:, :, kept] == 1, segs[case_id][:, :, kept])
+        assert not volume[:, :, 4].any()
+
+
+def test_only_given_slices_are_written(tmp_path):
+    run, _ = _sliced(tmp_path, 16, 16)
+    masks = np.ones((2, 16, 16), bool)
+    paths = export_case_masks(run, "flair", "exit3", masks, [CASES[0], CASES[0]], [0, 3],
+                              out_dir=tmp_path / "out")
+    volume = np.asarray(nib.load(paths[0]).dataobj)
+    assert paths == [tmp_path / "out" / f"{CASES[0]}_exit3.nii.gz"]
+    assert volume[:, :, [0, 3]].all() and not volume[:, :, [1, 2, 4]].any()
+
+
+def test_bad_inputs(tmp_path):
+    run, _ = _sliced(tmp_path, 16, 16)
+    with pytest.raises(ValueError, match="agree"):
+        export_case_masks(run, "flair", "m", np.zeros((2, 16, 16)), [CASES[0]], [0])
+    with pytest.raises(ValueError, match="z outside"):
+        export_case_masks(run, "flair", "m", np.zeros((1, 16, 16)), [CASES[0]], [7])
+    with pytest.raises(ValueError, match="more than once"):
+        export_case_masks(run, "flair", "m", np.zeros((2, 16, 16)), [CASES[0]] * 2, [1, 1])
+    with pytest.raises(ValueError, match="px"):
+        export_case_masks(run, "flair", "m", np.zeros((1, 8, 8)), [CASES[0]], [1])
+    with pytest.raises(ValueError, match="file"):
+        export_case_masks(run, "flair", "../x", np.zeros((1, 16, 16)), [CASES[0]], [1])
+
+
+def test_upsample_nearest_by_hand():
+    small = np.array([[[1, 0], [0, 1]]], bool)
+    expected = np.array([[[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]], bool)
+    np.testing.assert_array_equal(upsample_nearest(small, (4, 4)), expected)

@@ -1,0 +1,248 @@
+"""The notebook series: static checks on the committed notebooks (fast), then the whole series run
+by ``data_scripts/run_pipeline.py --preset smoke`` on the real sample and validated with nbval
+(slow, minutes; CI runs it).
+
+The slow tests share one smoke run (module-scoped fixture): run the pipeline once, check its
+files, re-execute the executed notebooks with nbval (the trainings resume, so they return at
+once), and check that nbval does fail when a checked output is wrong.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import papermill
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+PIPELINE = REPO_ROOT / "data_scripts" / "run_pipeline.py"
+SANITIZE = REPO_ROOT / "tests" / "nbval_sanitize.cfg"
+EXPECTED = ["01_slicing.ipynb", "02_supcon_pretraining.ipynb", "03_multi_exit.ipynb",
+            "04_attentive_aggregation.ipynb", "05_crf_and_evaluation.ipynb"]
+COMMON_PARAMETERS = {"run_dir", "modality", "preset", "image_size", "seed"}
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+MAX_FUNCTION_LINES = 5
+
+
+def _notebooks() -> list[Path]:
+    return sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+def _read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def _tags(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+# --- static checks on the committed notebooks (fast) ------------------------------------------------
+
+def test_the_series_is_the_five_numbered_notebooks():
+    spec = importlib.util.spec_from_file_location("run_pipeline", PIPELINE)
+    run_pipeline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_pipeline)
+    assert [p.name for p in _notebooks()] == EXPECTED
+    assert list(run_pipeline.NOTEBOOKS) == EXPECTED
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_source_is_clean(name):
+    notebook = _read(NOTEBOOK_DIR / name)
+    nbformat.validate(notebook)
+    assert notebook.metadata["kernelspec"]["name"] == "python3"
+    for index, cell in enumerate(notebook.cells):
+        assert "injected-parameters" not in _tags(cell), f"{name} cell {index}: papermill's injected cell"
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{name} cell {index} has outputs"
+            assert "import *" not in cell.source, f"{name} cell {index}: star import"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_skeleton(name):
+    """Title -> imports -> one tagged parameters cell -> steps -> summary (STYLE.md)."""
+    cells = _read(NOTEBOOK_DIR / name).cells
+    assert cells[0].cell_type == "markdown" and cells[0].source.startswith(f"# {name[:2]} "), \
+        "first cell must be the markdown title '# NN ...'"
+    assert "What it needs" in cells[0].source and "What it produces" in cells[0].source
+    assert cells[1].cell_type == "code" and cells[1].source.lstrip().startswith(("import", "from"))
+    tagged = [i for i, cell in enumerate(cells) if "parameters" in _tags(cell)]
+    assert len(tagged) == 1 and cells[tagged[0]].cell_type == "code", "exactly one code cell tagged parameters"
+    assert tagged[0] < 5, "the parameters cell comes right after the imports"
+    markdown = [i for i, cell in enumerate(cells) if cell.cell_type == "markdown"]
+    summary = markdown[-1]
+    assert cells[summary].source.startswith("## Summary"), "the last markdown cell is the summary"
+    assert len(cells) - summary <= 2, "at most one code cell after the summary heading"
+    steps = [i for i in markdown if cells[i].source.startswith("## ") and tagged[0] < i < summary]
+    assert len(steps) >= 3, "the notebook explains at least three steps"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_parameters_are_the_series_parameters(name):
+    declared = papermill.inspect_notebook(str(NOTEBOOK_DIR / name))
+    assert COMMON_PARAMETERS <= set(declared), f"missing {COMMON_PARAMETERS - set(declared)}"
+    assert declared["preset"]["default"] == '"demo"' and declared["modality"]["default"] == '"flair"'
+    for optional in ("run_dir", "image_size"):
+        assert declared[optional]["default"] == "None"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_defines_no_long_function(name):
+    for index, cell in enumerate(_read(NOTEBOOK_DIR / name).cells):
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= MAX_FUNCTION_LINES, f"{name} cell {index}: {node.name} is {length} lines"
+
+
+def test_no_code_cell_is_copied_between_notebooks():
+    seen: dict[str, str] = {}
+    for path in _notebooks():
+        for cell in _read(path).cells:
+            lines = [line for line in cell.source.splitlines() if line.strip() and not line.startswith("#")]
+            if cell.cell_type != "code" or "parameters" in _tags(cell) or len(lines) < 3:
+                continue
+            key = "\n".join(lines)
+            assert key not in seen, f"the same code cell is in {seen.get(key)} and {path.name}"
+            seen[key] = path.name
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_every_notebook_checks_some_output_and_content(name):
+    sources = [cell.source for cell in _read(NOTEBOOK_DIR / name).cells if cell.cell_type == "code"]
+    assert any(source.startswith(CHECK_MARK) for source in sources), "no NBVAL_CHECK_OUTPUT cell"
+    assert sum(source.count("assert ") for source in sources) >= 3, "too few content checks"
+
+
+# --- the whole series on the real sample (slow) ------------------------------------------------------
+
+def _environment() -> dict:
+    return {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(REPO_ROOT)}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(sample_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    run_dir = tmp_path_factory.mktemp("smoke_run")
+    completed = subprocess.run(
+        [sys.executable, str(PIPELINE), "--preset", "smoke", "--modality", "flair",
+         "--data-dir", str(sample_dir), "--out", str(run_dir)],
+        cwd=REPO_ROOT, env=_environment(), capture_output=True, text=True, timeout=1800)
+    return run_dir, completed
+
+
+@pytest.mark.slow
+def test_pipeline_succeeds_and_reports(smoke_run):
+    run_dir, completed = smoke_run
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    for name in EXPECTED:
+        assert (run_dir / name).is_file()
+        executed = _read(run_dir / name)
+        injected = [c for c in executed.cells if "injected-parameters" in _tags(c)]
+        assert len(injected) == 1 and "preset = \"smoke\"" in injected[0].source
+        assert not [o for c in executed.cells if c.cell_type == "code" for o in c.outputs
+                    if o.output_type == "error"]
+    timings = pd.read_csv(run_dir / "timings.csv")
+    assert list(timings["notebook"]) == EXPECTED and (timings["seconds"] > 0).all()
+    assert "# Results" in completed.stdout and "wall time per notebook" in completed.stdout
+
+
+@pytest.mark.slow
+def test_pipeline_results_table(smoke_run):
+    from amecam_lib.config import get_preset
+    from amecam_lib.evaluation import RESULT_COLUMNS
+
+    run_dir, completed = smoke_run
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    table = pd.read_csv(run_dir / "results.csv")
+    assert list(table.columns[:8]) == list(RESULT_COLUMNS) == [
+        "method", "n_slices", "dice_mean", "dice_std", "iou_mean", "iou_std", "hd95_mean", "hd95_std"]
+    methods = get_preset("smoke").evaluation.methods
+    assert sorted(table["method"]) == sorted(methods)
+    numbers = table[list(RESULT_COLUMNS[1:])].to_numpy(dtype=float)
+    assert np.isfinite(numbers).all() and (table["n_slices"] > 0).all()
+    assert table["dice_mean"].between(0, 1).all() and (table["hd95_mean"] >= 0).all()
+    markdown = (run_dir / "results.md").read_text()
+    assert all(f"`{method}`" in markdown for method in methods)
+
+
+@pytest.mark.slow
+def test_pipeline_figures_and_masks(smoke_run):
+    from amecam_lib.slices import read_manifest
+
+    run_dir, completed = smoke_run
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    figures = {p.name for p in (run_dir / "figures").glob("*.png")}
+    expected = {"01_modalities.png", "01_tumour_area.png", "01_class_balance.png", "01_slice_browser.png",
+                "02_flair_views.png", "02_flair_pretrain_loss.png", "02_flair_embeddings.png",
+                "03_flair_architecture.png", "03_flair_training.png", "03_flair_exit_metrics.png",
+                "03_flair_exit_maps.png", "04_flair_training.png", "04_flair_attention_weights.png",
+                "04_flair_final_cam.png", "05_flair_crf_steps.png", "05_flair_results.png",
+                "05_flair_fig2.png", "05_flair_false_positives.png", "05_flair_browser.png"}
+    assert expected <= figures, f"missing figures: {sorted(expected - figures)}"
+    assert all((run_dir / "figures" / name).stat().st_size > 5000 for name in expected)
+    manifest = read_manifest(run_dir)
+    test_cases = set(manifest.loc[manifest["split"] == "test", "case_id"])
+    masks = {p.name for p in (run_dir / "masks").glob("*.nii.gz")}
+    assert masks == {f"{case}_ame_cam_crf.nii.gz" for case in test_cases}
+
+
+@pytest.mark.slow
+def test_executed_notebooks_pass_nbval(smoke_run):
+    run_dir, completed = smoke_run
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    checked = _nbval([str(run_dir / name) for name in EXPECTED], run_dir)
+    assert checked.returncode == 0, checked.stdout[-4000:]
+    assert "passed" in checked.stdout
+
+
+@pytest.mark.slow
+def test_nbval_fails_on_a_wrong_checked_output(smoke_run, tmp_path):
+    """The validation can fail: change one stored, checked number and nbval must object."""
+    run_dir, completed = smoke_run
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    notebook = _read(run_dir / EXPECTED[0])
+    checked = [c for c in notebook.cells if c.cell_type == "code" and c.source.startswith(CHECK_MARK)
+               and "slices" in c.source and c.outputs]
+    stream = checked[-1].outputs[0]
+    tampered = stream["text"].replace(" 155 ", " 154 ", 1)
+    assert tampered != stream["text"], "the per-case table should list 155-slice volumes"
+    stream["text"] = tampered
+    copy = tmp_path / EXPECTED[0]
+    nbformat.write(notebook, copy)
+    result = _nbval([str(copy)], tmp_path)
+    assert result.returncode != 0, "nbval accepted a wrong slice count"
+    assert "154" in result.stdout
+
+
+def _nbval(paths: list[str], rootdir: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-sanitize-with", str(SANITIZE),
+               "-p", "no:cacheprovider", f"--rootdir={rootdir}", "-q", *paths]
+    return subprocess.run(command, cwd=REPO_ROOT, env=_environment(), capture_output=True, text=True,
+                          timeout=1800)
+
+
+@pytest.mark.slow
+def test_pipeline_names_the_failing_notebook_and_cell(sample_dir, tmp_path):
+    """A failure stops the series with exit status 1 and a one-paragraph message, no traceback dump."""
+    completed = subprocess.run(
+        [sys.executable, str(PIPELINE), "--preset", "smoke", "--data-dir", str(sample_dir),
+         "--out", str(tmp_path / "empty_run"), "--only", "02"],
+        cwd=REPO_ROOT, env=_environment(), capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 1
+    assert "FAILED: 02_supcon_pretraining.ipynb, cell" in completed.stderr
+    assert "manifest.csv" in completed.stderr          # the library's message: slice the data first
+    assert "Traceback" not in completed.stderr
+    executed = json.loads((tmp_path / "empty_run" / EXPECTED[1]).read_text())
+    assert any(o.get("output_type") == "error" for c in executed["cells"] for o in c.get("outputs", []))

@@ -1,0 +1,105 @@
+"""Phase 1 wired to a run folder (amecam_lib.phases), on the real sample sliced at 64 px."""
+
+from __future__ import annotations
+
+import csv
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from amecam_lib.config import get_preset
+from amecam_lib.models.multi_exit import MultiExitResNet
+from amecam_lib.phases import (embed, evaluate_exits, load_multi_exit, phase_dir, predict_exits,
+                               pretrain_supcon, train_multi_exit)
+from amecam_lib.slices import load_slices
+
+METRICS = [f"{kind}_exit{i}" for kind in ("acc", "auc") for i in range(1, 5)]
+
+
+@pytest.fixture(scope="module")
+def trained_run(sliced_run):
+    """SupCon for one epoch, then three multi-exit epochs (smoke preset, FLAIR, 64 px)."""
+    preset = get_preset("smoke").with_overrides(**{"multi_exit.epochs": 3})
+    pretrain_history = pretrain_supcon(sliced_run, "flair", preset, device="cpu", progress=False)
+    multi_exit_history = train_multi_exit(sliced_run, "flair", preset, device="cpu", progress=False)
+    return SimpleNamespace(run_dir=sliced_run, preset=preset, pretrain=pretrain_history,
+                           multi_exit=multi_exit_history)
+
+
+@pytest.mark.slow
+def test_pretrain_writes_checkpoints_and_finite_loss(trained_run):
+    out_dir = phase_dir(trained_run.run_dir, "flair", "pretrain")
+    assert {"log.csv", "last.pt", "best.pt"} <= {p.name for p in out_dir.iterdir()}
+    assert len(trained_run.pretrain) == 1 and np.isfinite(trained_run.pretrain.last["train_loss"])
+
+
+@pytest.mark.slow
+def test_multi_exit_loss_goes_down_and_metrics_are_logged(trained_run):
+    history = trained_run.multi_exit
+    losses = history.column("train_loss")
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    for name in METRICS:
+        assert all(0.0 <= value <= 1.0 for value in history.column(name))
+    best_auc = max(history.column("auc_exit4"))
+    assert history.best_value == best_auc and history.records[history.best_epoch - 1]["auc_exit4"] == best_auc
+    with open(phase_dir(trained_run.run_dir, "flair", "multi_exit") / "val_metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["exit"] for row in rows] == ["1", "2", "3", "4"]
+    assert float(rows[3]["auc"]) == pytest.approx(best_auc, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_rerun_returns_the_finished_history(trained_run):
+    again = train_multi_exit(trained_run.run_dir, "flair", trained_run.preset, device="cpu", progress=False)
+    assert again.resumed_epochs == 3 and again.records == trained_run.multi_exit.records
+
+
+@pytest.mark.slow
+def test_load_multi_exit_reproduces_logged_validation(trained_run):
+    net = load_multi_exit(trained_run.run_dir, "flair", "best")
+    assert isinstance(net, MultiExitResNet) and not net.training
+    val_set = load_slices(trained_run.run_dir, "flair", "val")
+    metrics = evaluate_exits(net, val_set, device="cpu")
+    best = trained_run.multi_exit.records[trained_run.multi_exit.best_epoch - 1]
+    for name in METRICS:
+        assert metrics[name] == pytest.approx(best[name], abs=1e-5)
+    probabilities = predict_exits(net, val_set.images[:5])
+    assert probabilities.shape == (5, 4) and probabilities.dtype == np.float32
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+
+
+@pytest.mark.slow
+def test_embed_pretrained_and_untrained(trained_run):
+    images = load_slices(trained_run.run_dir, "flair", "val").images[:6]
+    pretrained = embed(trained_run.run_dir, "flair", images, which="pretrain")
+    untrained = embed(trained_run.run_dir, "flair", images, which="untrained")
+    assert pretrained.shape == untrained.shape == (6, 512) and pretrained.dtype == np.float32
+    assert not np.allclose(pretrained, untrained)
+    with pytest.raises(ValueError, match="which"):
+        embed(trained_run.run_dir, "flair", images, which="imagenet")
+
+
+def test_evaluate_exits_by_hand_and_single_class_error():
+    class ConstantExits(MultiExitResNet):
+        """Exit i scores slice n with logit (n - 1.5) * sign_i: exits 1-2 rank perfectly, 3-4 inversely."""
+
+        def forward(self, images):
+            base = images.flatten(1).mean(1, keepdim=True) * 4 - 1.5
+            return SimpleNamespace(logits=torch.cat([base, base, -base, -base], dim=1))
+
+    images = torch.stack([torch.full((1, 8, 8), n / 4) for n in range(4)]).numpy()   # logits -1.5..1.5
+    slice_set = SimpleNamespace(images=images, labels=np.array([0, 0, 1, 1]))
+    metrics = evaluate_exits(ConstantExits(), slice_set, device="cpu")
+    assert [metrics[f"auc_exit{i}"] for i in range(1, 5)] == [1.0, 1.0, 0.0, 0.0]
+    assert [metrics[f"acc_exit{i}"] for i in range(1, 5)] == [1.0, 1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="4 normal and 0 tumour"):
+        evaluate_exits(ConstantExits(), SimpleNamespace(images=images, labels=np.zeros(4)), name="val split")
+
+
+def test_load_multi_exit_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no multi-exit checkpoint"):
+        load_multi_exit(tmp_path, "flair")
+    with pytest.raises(ValueError, match="modality"):
+        phase_dir(tmp_path, "pd", "pretrain")

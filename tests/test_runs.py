@@ -1,0 +1,91 @@
+"""amecam_lib.runs: run-folder defaults, notebook presets and the slice pickers of the figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from amecam_lib.config import default_data_dir
+from amecam_lib.runs import (REPO_ROOT, default_run_dir, example_indices, hard_examples, list_outputs,
+                             notebook_preset, resolve_data_dir, resolve_run_dir, select_maps,
+                             tumour_examples)
+
+
+def test_default_run_dir_is_under_the_ignored_runs_folder():
+    assert default_run_dir("demo", "t1ce") == REPO_ROOT / "runs" / "demo_t1ce"
+    assert "runs/" in (REPO_ROOT / ".gitignore").read_text().split()
+
+
+@pytest.mark.parametrize("preset, modality", [("demo", "T1"), ("demo", "seg"), ("", "flair"), ("a/b", "flair")])
+def test_default_run_dir_rejects_bad_names(preset, modality):
+    with pytest.raises(ValueError):
+        default_run_dir(preset, modality)
+
+
+def test_resolve_dirs(tmp_path):
+    assert resolve_run_dir(None, "smoke", "t2") == default_run_dir("smoke", "t2")
+    assert resolve_run_dir(tmp_path, "smoke", "t2") == tmp_path
+    assert resolve_data_dir(tmp_path) == tmp_path
+    if default_data_dir().is_dir():
+        assert resolve_data_dir(None) == default_data_dir()
+    with pytest.raises(FileNotFoundError, match="AMECAM_DATA_DIR"):
+        resolve_data_dir(tmp_path / "missing")
+
+
+def test_notebook_preset_applies_parameters_and_ignores_none():
+    preset = notebook_preset("smoke", "t1", image_size=None, seed=None, **{"pretrain.epochs": None})
+    assert preset.data.modalities == ("t1",)
+    assert preset.data.image_size == 64 and preset.pretrain.epochs == 1 and preset.seed == 0
+    changed = notebook_preset("smoke", "t2", image_size=48, seed=3, **{"multi_exit.epochs": 5})
+    assert changed.data.image_size == 48 and changed.multi_exit.epochs == 5
+    assert changed.seed == 3 and changed.data.seed == 3
+    with pytest.raises(ValueError):
+        notebook_preset("smoke", "pd")
+    with pytest.raises(KeyError):
+        notebook_preset("smoke", "t1", **{"pretrain.nonsense": 1})
+
+
+def test_list_outputs(tmp_path):
+    for name in ("a.csv", "figures/01_x.png", "figures/.01_y.png", "figures/02_z.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert list_outputs(tmp_path, "figures/01_*", "*.csv", "a.csv") == ["a.csv", "figures/01_x.png"]
+
+
+def test_example_indices_spreads_over_each_class():
+    labels = [1, 0, 1, 1, 0, 0, 0]
+    assert example_indices(labels, per_class=2).tolist() == [0, 3, 1, 6]
+    assert example_indices([0, 0], per_class=3).tolist() == [0, 1]
+
+
+def test_tumour_examples_prefers_one_slice_per_case():
+    masks = np.zeros((6, 4, 4), bool)
+    masks[0, :2] = True   # case a, 8 px
+    masks[1, :3] = True   # case a, 12 px
+    masks[2, :1] = True   # case b, 4 px
+    masks[4] = True       # case c, 16 px
+    case_ids = np.array(list("aabbcc"))
+    assert tumour_examples(masks, case_ids, n=3).tolist() == [4, 1, 2]
+    assert tumour_examples(masks, case_ids, n=10).tolist() == [4, 1, 2, 0]
+    with pytest.raises(ValueError):
+        tumour_examples(np.zeros((2, 4, 4), bool), case_ids[:2])
+
+
+def test_hard_examples():
+    labels = np.array([0, 0, 0, 1, 1, 0])
+    masks = np.zeros((6, 4, 4), bool)
+    masks[3, :2] = True    # tumour, 8 px
+    masks[4, :1] = True    # tumour, 4 px: the smallest
+    masks[5, 0, 0] = True  # ambiguous, visible
+    ambiguous = np.array([True, False, False, False, False, True])   # slice 0: ambiguous but 0 px here
+    # tumour-free: 0, 1, 2 -> middle 1; ambiguous with pixels: 5; least tumour: 4
+    assert hard_examples(labels, masks, ambiguous).tolist() == [1, 5, 4]
+
+
+def test_select_maps():
+    maps = {"a": np.arange(3)[:, None, None] * np.ones((3, 2, 2)), "b": np.array([[[7.0]], [[9.0]]])}
+    indices = {"a": np.array([0, 1, 2]), "b": np.array([1, 2])}
+    selected = select_maps(maps, indices, [2, 1])
+    assert selected["a"][:, 0, 0].tolist() == [2, 1] and selected["b"][:, 0, 0].tolist() == [9, 7]
+    with pytest.raises(KeyError, match="'b'"):
+        select_maps(maps, indices, [0])

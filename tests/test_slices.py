@@ -1,0 +1,124 @@
+"""Reading a sliced run: load_slices, SliceDataset (lazy and in memory), manifest, case info."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from _synthetic import write_case
+from amecam_lib.config import DataConfig
+from amecam_lib.releases import BratsDataError
+from amecam_lib.slices import (SliceDataset, load_slices, read_case_images, read_case_info,
+                               read_manifest, select_slices)
+from amecam_lib.slicing import slice_dataset
+
+
+def test_load_slices_shapes_and_labels(sliced_run):
+    manifest = read_manifest(sliced_run)
+    split = pd.read_csv(sliced_run / "split.csv")
+    for name in ("train", "val", "test"):
+        slices = load_slices(sliced_run, "flair", name)
+        expected = manifest[(manifest.split == name) & (manifest.kept == 1)]
+        n = len(expected)
+        assert slices.images.shape == (n, 1, 64, 64) and slices.images.dtype == np.float32
+        assert slices.labels.shape == (n,) and slices.labels.dtype == np.int64
+        assert slices.masks.shape == (n, 64, 64) and slices.masks.dtype == bool
+        assert slices.images.min() >= 0 and slices.images.max() <= 1
+        assert slices.labels.sum() == expected.label.sum()
+        assert set(slices.case_ids) == set(split[split.split == name].case_id)
+        # a tumour slice keeps tumour pixels after resizing; a tumour-free slice has none;
+        # slices come ordered by case ID, then z
+        assert slices.masks[slices.labels == 1].any(axis=(1, 2)).all()
+        assert not slices.masks[expected.sort_values(["case_id", "z"]).tumour_pixels.to_numpy() == 0].any()
+        assert list(zip(slices.case_ids, slices.z)) == sorted(zip(expected.case_id, expected.z))
+
+
+def test_slices_match_manifest_rows(sliced_run):
+    slices = load_slices(sliced_run, "t1ce", "test")
+    manifest = read_manifest(sliced_run).set_index(["case_id", "z"])
+    for index in (0, len(slices) // 2, len(slices) - 1):
+        row = manifest.loc[(slices.case_ids[index], slices.z[index])]
+        assert row.label == slices.labels[index] and row.kept == 1
+        codes = np.load(sliced_run / "slices" / slices.case_ids[index] / "t1ce.npy")[row.row]
+        assert codes.dtype == np.uint16
+        np.testing.assert_array_equal(slices.images[index, 0], codes.astype(np.float32) / 65535)
+        np.testing.assert_array_equal(
+            read_case_images(sliced_run, slices.case_ids[index], "t1ce", [row.row])[0],
+            slices.images[index, 0])
+        if row.tumour_pixels == 0:
+            assert not slices.masks[index].any()
+
+
+def test_exclude_ambiguous(sliced_run):
+    everything = load_slices(sliced_run, "flair", "train")
+    clear = load_slices(sliced_run, "flair", "train", exclude_ambiguous=True)
+    assert everything.ambiguous.sum() > 0
+    assert len(clear) == len(everything) - everything.ambiguous.sum()
+    assert not clear.ambiguous.any()
+
+
+def test_errors(sliced_run):
+    with pytest.raises(BratsDataError, match="'t2' was not sliced"):
+        load_slices(sliced_run, "t2", "train")
+    with pytest.raises(BratsDataError, match="split must be one of"):
+        load_slices(sliced_run, "flair", "training")
+    with pytest.raises(BratsDataError, match="not sliced"):
+        read_case_info(sliced_run, "BraTS2021_99999")
+    case_id = read_manifest(sliced_run).case_id.iloc[0]
+    with pytest.raises(BratsDataError, match="'t2' was not"):
+        read_case_images(sliced_run, case_id, "t2")
+
+
+def test_lazy_dataset_equals_in_memory(sliced_run):
+    slices = load_slices(sliced_run, "flair", "val")
+    lazy = SliceDataset.from_run(sliced_run, "flair", "val")
+    eager = SliceDataset(slices)
+    assert len(lazy) == len(eager) == len(slices)
+    assert (lazy.labels == slices.labels).all() and (lazy.case_ids == slices.case_ids).all()
+    for index in (0, len(slices) - 1):
+        image, label = lazy[index]
+        assert image.shape == (1, 64, 64) and image.dtype == torch.float32
+        assert label.dtype == torch.int64 and label.item() == slices.labels[index]
+        assert torch.equal(image, eager[index][0])
+        assert torch.equal(image, torch.from_numpy(slices.images[index]))
+        assert type(image) is torch.Tensor and image.is_contiguous()
+    images, labels = next(iter(DataLoader(lazy, batch_size=8, shuffle=False)))
+    assert images.shape == (8, 1, 64, 64) and labels.dtype == torch.int64
+
+
+def test_transform_is_applied(sliced_run):
+    dataset = SliceDataset.from_run(sliced_run, "flair", "test", transform=lambda image: 1 - image)
+    image, _ = dataset[0]
+    raw, _ = SliceDataset.from_run(sliced_run, "flair", "test")[0]
+    assert torch.allclose(image, 1 - raw)
+
+
+def test_case_info(sliced_run):
+    manifest = read_manifest(sliced_run)
+    case_id = manifest.case_id.iloc[0]
+    info = read_case_info(sliced_run, case_id)
+    kept = manifest[(manifest.case_id == case_id) & (manifest.kept == 1)]
+    assert info.original_shape == (240, 240, 155) and info.affine.shape == (4, 4)
+    assert info.z.tolist() == kept.z.tolist() and info.image_size == 64
+    assert set(info.modalities) == {"flair", "t1ce"}
+
+
+def test_empty_split_is_an_error(tmp_path):
+    shape = (10, 10, 2)
+    for case_id in ("BraTS2021_00001", "BraTS2021_00002"):
+        write_case(tmp_path / "data", case_id, shape=shape)
+    empty = {m: np.zeros(shape, np.int16) for m in ("t1", "t1ce", "t2", "flair")}
+    write_case(tmp_path / "data", "BraTS2021_00003", shape=shape, images=empty)
+    split_file = tmp_path / "split.csv"
+    split_file.write_text("case_id,split\nBraTS2021_00001,train\nBraTS2021_00002,val\n"
+                          "BraTS2021_00003,test\n")
+    config = DataConfig(image_size=10, min_brain_fraction=0.05)
+    slice_dataset(tmp_path / "data", tmp_path / "run", config, split_file=split_file, progress=False)
+    assert len(select_slices(tmp_path / "run", "flair", "train")) == 2
+    with pytest.raises(BratsDataError, match="no slice in split 'test'"):
+        load_slices(tmp_path / "run", "flair", "test")
+    with pytest.raises(BratsDataError, match="no slice in split 'test'"):
+        SliceDataset.from_run(tmp_path / "run", "flair", "test")

@@ -1,0 +1,396 @@
+"""Slicing: the label rule, dropped slices, storage, resizing, reruns (synthetic cases)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from _synthetic import ramp, write_case
+from amecam_lib import slicing
+from amecam_lib.config import DataConfig
+from amecam_lib.releases import BratsDataError
+from amecam_lib.slicing import (MANIFEST_COLUMNS, SLICE_FORMAT, decode_images, encode_unit_images,
+                                image_codes, label_slices, resize_images, resize_masks,
+                                slice_dataset)
+
+CASES = ["BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003"]
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def small_dataset(root, shape=(20, 20, 4), n_cases=3):
+    """Three cases; case k has a tumour of (k + 1) * 10 px in slice 1, and no brain in slice 3."""
+    for index, case_id in enumerate(CASES[:n_cases]):
+        seg = np.zeros(shape, np.uint8)
+        seg.reshape(-1, shape[2])[: (index + 1) * 10, 1] = 2
+        images = {m: ramp(shape) for m in ("t1", "t1ce", "t2", "flair")}
+        for volume in images.values():
+            volume[:, :, 3] = 0
+        write_case(root, case_id, shape=shape, seg=seg, images=images)
+    return root
+
+
+def config(**changes):
+    base = dict(modalities=("flair",), image_size=20, tumour_fraction=0.01, min_brain_fraction=0.0,
+                val_fraction=0.1, test_fraction=0.1, seed=0)
+    return DataConfig(**{**base, **changes})
+
+
+def test_label_rule_at_the_576_pixel_boundary_on_240x240(tmp_path):
+    shape = (240, 240, 4)
+    seg = np.zeros(shape, np.uint8)
+    flat = seg.reshape(-1, shape[2])
+    flat[:576, 0] = 1   # exactly 1 % of 57,600 px -> not tumour, ambiguous
+    flat[:577, 1] = 2   # one pixel more -> tumour
+    flat[:1, 2] = 4     # a single pixel -> ambiguous
+    for case_id in CASES:
+        write_case(tmp_path / "data", case_id, shape=shape, seg=seg)
+    slice_dataset(tmp_path / "data", tmp_path / "run", config(image_size=240), progress=False)
+    rows = [r for r in read_csv(tmp_path / "run" / "manifest.csv") if r["case_id"] == CASES[0]]
+    assert [int(r["tumour_pixels"]) for r in rows] == [576, 577, 1, 0]
+    assert [int(r["label"]) for r in rows] == [0, 1, 0, 0]
+    assert [int(r["ambiguous"]) for r in rows] == [1, 0, 1, 0]
+
+
+def test_label_slices_with_other_fractions():
+    labels, ambiguous = label_slices(np.array([0, 5, 6, 100]), slice_pixels=100, tumour_fraction=0.05)
+    assert labels.tolist() == [0, 0, 1, 1] and labels.dtype == np.int64
+    assert ambiguous.tolist() == [False, True, False, False]
+    labels, ambiguous = label_slices(np.array([0, 1]), slice_pixels=100, tumour_fraction=0.0)
+    assert labels.tolist() == [0, 1] and not ambiguous.any()
+
+
+def test_manifest_storage_and_report(tmp_path):
+    small_dataset(tmp_path / "data")
+    report = slice_dataset(tmp_path / "data", tmp_path / "run", config(min_brain_fraction=0.05),
+                           progress=False)
+    run = tmp_path / "run"
+    rows = read_csv(run / "manifest.csv")
+    assert tuple(rows[0]) == MANIFEST_COLUMNS and len(rows) == 3 * 4
+    case3 = [r for r in rows if r["case_id"] == CASES[2]]
+    # 30 px of tumour in a 400 px slice (> 1 % = 4 px) -> tumour; slice 3 has no brain -> dropped
+    assert [r["label"] for r in case3] == ["0", "1", "0", "0"]
+    assert [r["kept"] for r in case3] == ["1", "1", "1", "0"]
+    assert [r["row"] for r in case3] == ["0", "1", "2", "-1"]
+    assert case3[3]["reason"].startswith("brain area < 0.05") and case3[0]["reason"] == ""
+    assert [r["brain_pixels"] for r in case3] == ["400", "400", "400", "0"]
+    split = dict(csv.reader((run / "split.csv").open()))
+    assert {r["split"] for r in case3} == {split[CASES[2]]}
+
+    codes = np.load(run / "slices" / CASES[2] / "flair.npy")
+    wt = np.load(run / "slices" / CASES[2] / "wt.npy")
+    assert codes.shape == (3, 20, 20) and codes.dtype == np.uint16
+    assert wt.shape == (3, 20, 20) and wt.dtype == bool and wt[1].sum() == 30 and wt.sum() == 30
+    raw = ramp((20, 20, 4)).astype(np.float64)
+    raw[:, :, 3] = 0  # the emptied slice holds the volume's minimum
+    expected = np.moveaxis(raw[:, :, :3], -1, 0) / raw.max()
+    # codes are round(v * 65535): here raw values 1..500 over a range of 500
+    np.testing.assert_array_equal(codes, np.rint(expected * 65535).astype(np.uint16))
+    np.testing.assert_allclose(decode_images(codes), expected, rtol=0, atol=0.5 / 65535 + 1e-7)
+    info = json.loads((run / "slices" / CASES[2] / "case.json").read_text())
+    assert info["z"] == [0, 1, 2] and info["original_shape"] == [20, 20, 4]
+    assert info["settings"]["format"] == SLICE_FORMAT == 2
+    assert info["release"] == "BraTS 2021" and np.allclose(info["affine"], np.eye(4))
+
+    counts = {c.case_id: (c.slices, c.tumour, c.normal, c.ambiguous, c.dropped) for c in report.cases}
+    assert counts[CASES[2]] == (4, 1, 2, 0, 1)
+    assert report.totals()["dropped"] == 3 and report.no_tumour_cases == []
+    assert "TOTAL" in report.table() and report.cases_per_second > 0
+
+
+def test_case_without_tumour_is_counted(tmp_path):
+    for case_id in CASES:
+        write_case(tmp_path / "data", case_id, shape=(10, 10, 2))
+    report = slice_dataset(tmp_path / "data", tmp_path / "run", config(image_size=10), progress=False)
+    assert report.no_tumour_cases == CASES
+    assert "cases without a tumour slice: " + ", ".join(CASES) in report.table()
+
+
+def test_resize_images_bilinear_and_mask_nearest(tmp_path):
+    shape = (32, 32, 2)
+    seg = np.zeros(shape, np.uint8)
+    seg[:16, :16, 0] = 1
+    flair = np.zeros(shape, np.int16)
+    flair[:, :16, :] = 100
+    for case_id in CASES:
+        write_case(tmp_path / "data", case_id, shape=shape, seg=seg, images={"flair": flair})
+    slice_dataset(tmp_path / "data", tmp_path / "run", config(image_size=16), progress=False)
+    wt = np.load(tmp_path / "run" / "slices" / CASES[0] / "wt.npy")
+    image = decode_images(np.load(tmp_path / "run" / "slices" / CASES[0] / "flair.npy"))
+    expected = np.zeros((16, 16), bool)
+    expected[:8, :8] = True
+    assert wt.shape == (2, 16, 16) and (wt[0] == expected).all() and not wt[1].any()
+    assert image.dtype == np.float32 and image.min() >= 0 and image.max() <= 1
+    np.testing.assert_array_equal(image[0, :, :7], 1.0)  # code 65535 decodes to exactly 1.0
+    np.testing.assert_array_equal(image[0, :, 9:], 0.0)
+    assert 0 < image[0, 0, 7] < 1 or 0 < image[0, 0, 8] < 1  # a blended edge column
+
+
+def test_parallel_workers_give_the_same_result(tmp_path):
+    small_dataset(tmp_path / "data")
+    slice_dataset(tmp_path / "data", tmp_path / "one", config(), workers=1, progress=False)
+    slice_dataset(tmp_path / "data", tmp_path / "two", config(), workers=2, progress=False)
+    assert (tmp_path / "one" / "manifest.csv").read_text() == (tmp_path / "two" / "manifest.csv").read_text()
+    for case_id in CASES:
+        np.testing.assert_array_equal(np.load(tmp_path / "one" / "slices" / case_id / "flair.npy"),
+                                      np.load(tmp_path / "two" / "slices" / case_id / "flair.npy"))
+
+
+def test_rerun_skips_redoes_and_cleans(tmp_path):
+    small_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    slice_dataset(tmp_path / "data", run, config(), progress=False)
+    flair = run / "slices" / CASES[0] / "flair.npy"
+    stamp = flair.stat().st_mtime_ns
+    # a killed run leaves a hidden temporary folder: ignored, then cleaned
+    leftover = run / "slices" / f".{CASES[1]}.tmp-killed"
+    leftover.mkdir()
+    (leftover / "flair.npy").write_bytes(b"half")
+    manifest_before = (run / "manifest.csv").read_text()
+    report = slice_dataset(tmp_path / "data", run, config(), progress=False)
+    assert all(case.reused for case in report.cases)
+    assert flair.stat().st_mtime_ns == stamp and not leftover.exists()
+    assert (run / "manifest.csv").read_text() == manifest_before
+
+    report = slice_dataset(tmp_path / "data", run, config(image_size=10), progress=False)
+    assert not any(case.reused for case in report.cases)
+    assert np.load(flair).shape == (4, 10, 10)
+    report = slice_dataset(tmp_path / "data", run, config(image_size=10), overwrite=True,
+                           progress=False)
+    assert not any(case.reused for case in report.cases)
+    # a changed source file is redone too
+    write_case(tmp_path / "data", CASES[0], shape=(20, 20, 5))
+    report = slice_dataset(tmp_path / "data", run, config(image_size=10), progress=False)
+    assert [case.reused for case in report.cases] == [False, True, True]
+    assert np.load(flair).shape == (5, 10, 10)
+
+
+def test_failure_mid_case_leaves_no_partial_folder(tmp_path, monkeypatch):
+    small_dataset(tmp_path / "data")
+    saved = []
+
+    def failing_save(path, array):
+        saved.append(path)
+        if len(saved) == 2:
+            raise OSError("disk full")
+        with open(path, "wb") as handle:
+            np.lib.format.write_array(handle, np.asanyarray(array))
+
+    monkeypatch.setattr(slicing.np, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        slice_dataset(tmp_path / "data", tmp_path / "run", config(modalities=("flair", "t1")),
+                      progress=False)
+    monkeypatch.undo()
+    assert list((tmp_path / "run" / "slices").iterdir()) == []
+    assert not (tmp_path / "run" / "manifest.csv").exists()
+
+
+def test_user_split_file_sets_the_manifest_split(tmp_path):
+    small_dataset(tmp_path / "data")
+    split_file = tmp_path / "mine.csv"
+    split_file.write_text(f"case_id,split\n{CASES[0]},val\n{CASES[1]},test\n{CASES[2]},train\n")
+    slice_dataset(tmp_path / "data", tmp_path / "run", config(), split_file=split_file, progress=False)
+    rows = read_csv(tmp_path / "run" / "manifest.csv")
+    assert {(r["case_id"], r["split"]) for r in rows} == {(CASES[0], "val"), (CASES[1], "test"),
+                                                           (CASES[2], "train")}
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"case_id,split\n{CASES[0]},val\n{CASES[1]},test\n")
+    with pytest.raises(BratsDataError, match="no split for case"):
+        slice_dataset(tmp_path / "data", tmp_path / "run2", config(), split_file=bad, progress=False)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"modalities": ("dwi",)}, "modalities"), ({"modalities": ()}, "modalities"),
+    ({"image_size": 0}, "image_size"), ({"tumour_fraction": 1.5}, "tumour_fraction"),
+    ({"min_brain_fraction": -0.1}, "min_brain_fraction"),
+])
+def test_bad_settings_are_errors(tmp_path, changes, message):
+    small_dataset(tmp_path / "data", n_cases=3)
+    with pytest.raises(BratsDataError, match=message):
+        slice_dataset(tmp_path / "data", tmp_path / "run", config(**changes), progress=False)
+
+
+def test_empty_data_folder_is_an_error(tmp_path):
+    (tmp_path / "data").mkdir()
+    with pytest.raises(BratsDataError, match="no BraTS case"):
+        slice_dataset(tmp_path / "data", tmp_path / "run", config(), progress=False)
+
+
+def load_cli():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "data_scripts" / "slice_brats.py"
+    spec = importlib.util.spec_from_file_location("slice_brats", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_prints_the_table_and_fails_in_one_line(tmp_path, capsys):
+    cli = load_cli()
+    small_dataset(tmp_path / "data")
+    status = cli.main(["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                       "--modalities", "flair", "t2", "--image-size", "20", "--seed", "1",
+                       "--no-progress"])
+    assert status == 0
+    output = capsys.readouterr().out
+    assert "TOTAL" in output and CASES[0] in output
+    assert (tmp_path / "run" / "slices" / CASES[0] / "t2.npy").is_file()
+    status = cli.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run2")])
+    captured = capsys.readouterr()
+    assert status == 2 and captured.err.count("\n") == 1 and "nowhere" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_resize_matches_torch_antialiased_bilinear_and_nearest_exact():
+    import torch
+    from torch.nn.functional import interpolate
+
+    from amecam_lib.slicing import resize_images, resize_masks
+
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 40, 40)).astype(np.float32)
+    masks = rng.random((3, 40, 40)) > 0.6
+    for size in (16, 24, 40):
+        expected = interpolate(torch.from_numpy(images)[:, None], size=(size, size), mode="bilinear",
+                               align_corners=False, antialias=True)[:, 0].numpy()
+        np.testing.assert_allclose(resize_images(images, size), expected, atol=1e-5)
+        expected_masks = interpolate(torch.from_numpy(masks.astype(np.float32))[:, None],
+                                     size=(size, size), mode="nearest-exact")[:, 0].numpy() > 0.5
+        np.testing.assert_array_equal(resize_masks(masks, size), expected_masks)
+    assert resize_images(images[:0], 8).shape == (0, 8, 8)
+
+
+# --- storage: uint16 codes -------------------------------------------------------------------
+
+
+def normalised(volume):
+    """Reference min-max normalisation in float64, as (Z, X, Y) slices."""
+    volume = np.moveaxis(volume.astype(np.float64), -1, 0)
+    return (volume - volume.min()) / (volume.max() - volume.min())
+
+
+@pytest.mark.parametrize("value_range, low", [(65535, -32768), (64999, -32768), (65534, -32767),
+                                              (809, 3)])
+def test_int16_codes_are_lossless_at_the_native_grid(value_range, low):
+    # ranges of 65535 (all of int16: the identity map), just below it (where rounding through
+    # float32 would merge neighbouring values), and a BraTS-like one
+    rng = np.random.default_rng(1)
+    values = rng.integers(0, value_range + 1, size=(10, 10, 6))
+    values[0, 0, 0], values[-1, -1, -1] = 0, value_range
+    volume = np.asfortranarray((values + low).astype(np.int16))  # NIfTI order, as nibabel reads
+    z = np.array([4, 0, 5])
+    codes = image_codes(volume, z, 10)
+    reference = normalised(volume)[z]
+    assert codes.dtype == np.uint16 and codes.shape == (3, 10, 10)
+    np.testing.assert_array_equal(codes, np.rint(reference * 65535))
+    decoded = decode_images(codes)
+    assert decoded.dtype == np.float32 and decoded.min() >= 0 and decoded.max() <= 1
+    np.testing.assert_allclose(decoded, reference, rtol=0, atol=0.5 / 65535 + 1e-7)
+    # the raw int16 values come back exactly through the affine map code -> min + code * range / 65535
+    recovered = low + np.rint(codes.astype(np.float64) * value_range / 65535)
+    np.testing.assert_array_equal(recovered, np.moveaxis(volume, -1, 0)[z])
+    assert np.unique(codes).size == np.unique(volume[:, :, z]).size  # no two raw values merged
+
+
+def test_a_range_wider_than_65535_loses_less_than_half_a_step():
+    # int32 data spanning 0 .. 200,000: three raw units per code step; error <= half a step
+    volume = np.zeros((6, 6, 2), np.int32)
+    volume.flat[:] = np.linspace(0, 200_000, volume.size).round()
+    volume[0, 1, 0] = 1
+    codes = image_codes(volume, np.array([0, 1]), 6)
+    reference = normalised(volume)
+    assert codes[0, 0, 0] == codes[0, 0, 1] == 0  # raw 0 and 1 share a code: no longer lossless
+    error = np.abs(codes / 65535 - reference)
+    assert error.max() <= 0.5 / 65535 + 1e-12
+    raw_error = np.abs(codes * (200_000 / 65535) - np.moveaxis(volume, -1, 0))
+    assert raw_error.max() <= 0.5 * 200_000 / 65535 + 1e-9 and raw_error.max() > 0.5
+
+
+def test_codes_of_float_big_endian_and_constant_volumes():
+    volume = np.arange(2 * 2 * 3, dtype=np.float64).reshape(2, 2, 3) / 7
+    np.testing.assert_array_equal(image_codes(volume, np.arange(3), 2),
+                                  np.rint(normalised(volume) * 65535))
+    big_endian = np.arange(2 * 2 * 3, dtype=">i2").reshape(2, 2, 3)
+    np.testing.assert_array_equal(image_codes(big_endian, np.arange(3), 2),
+                                  image_codes(big_endian.astype(np.int16), np.arange(3), 2))
+    assert not image_codes(np.full((4, 4, 2), 7, np.int16), np.arange(2), 4).any()
+    assert image_codes(volume, np.array([], int), 2).shape == (0, 2, 2)
+
+
+def test_encode_and_decode_bounds():
+    values = np.array([0.0, 0.5 / 65535, 1 / 65535, 0.5, 1.0], np.float32)
+    codes = encode_unit_images(values)
+    assert codes.tolist() == [0, 0, 1, 32768, 65535]  # 0.5 -> 32767.5 -> even 32768
+    assert decode_images(codes)[-1] == 1.0 and decode_images(codes)[0] == 0.0
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        encode_unit_images(np.array([1.5]))
+    with pytest.raises(BratsDataError, match="older format"):
+        decode_images(np.zeros(3, np.float32), "old/flair.npy")
+
+
+def test_resize_masks_is_pixel_centre_nearest():
+    masks = np.zeros((1, 6, 6), bool)
+    masks[0, 1, 4] = True
+    # 6 -> 3: output pixel o samples input floor((o + 0.5) * 2) = 1, 3, 5
+    assert resize_masks(masks, 3)[0].tolist() == [[False, False, False]] * 3
+    masks[0, 1, 3] = True
+    assert np.argwhere(resize_masks(masks, 3)[0]).tolist() == [[0, 1]]
+    # 2 -> 5: floor((o + 0.5) * 0.4) = 0, 0, 1, 1, 1
+    small = np.array([[[True, False], [False, False]]])
+    assert resize_masks(small, 5)[0, :, 0].tolist() == [True, True, False, False, False]
+
+
+def test_old_float32_folder_is_resliced_not_misread(tmp_path):
+    small_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    slice_dataset(tmp_path / "data", run, config(), progress=False)
+    # turn one case into a format-1 folder: float32 images, format 1 in case.json
+    folder = run / "slices" / CASES[0]
+    old_images = decode_images(np.load(folder / "flair.npy"))
+    np.save(folder / "flair.npy", old_images)
+    info = json.loads((folder / "case.json").read_text())
+    info["settings"]["format"] = 1
+    (folder / "case.json").write_text(json.dumps(info))
+    import torch
+
+    from amecam_lib.slices import SliceDataset, load_slices
+
+    split = next(r["split"] for r in read_csv(run / "manifest.csv") if r["case_id"] == CASES[0])
+    with pytest.raises(BratsDataError, match="older format"):
+        load_slices(run, "flair", split)
+    report = slice_dataset(tmp_path / "data", run, config(), progress=False)
+    assert [case.reused for case in report.cases] == [False, True, True]
+    assert np.load(folder / "flair.npy").dtype == np.uint16
+    image, _ = SliceDataset.from_run(run, "flair", split)[0]
+    assert image.dtype == torch.float32 and float(image.max()) <= 1.0
+
+
+def _killed_worker(task):
+    os._exit(1)  # what an out-of-memory kill looks like to the parent: the worker vanishes
+
+
+def test_a_killed_worker_fails_the_run_instead_of_hanging(tmp_path, monkeypatch):
+    small_dataset(tmp_path / "data")
+    monkeypatch.setattr(slicing, "_slice_case", _killed_worker)  # inherited by forked workers
+    with pytest.raises(RuntimeError, match="worker process died"):
+        slice_dataset(tmp_path / "data", tmp_path / "run", config(), workers=2, progress=False)
+
+
+def test_resized_codes_match_resizing_the_normalised_slices():
+    # resampling raw values then normalising == normalising then resampling (weights sum to 1)
+    rng = np.random.default_rng(2)
+    volume = np.asfortranarray(rng.integers(-200, 3000, size=(40, 40, 5)).astype(np.int16))
+    z = np.array([1, 3, 4])
+    codes = image_codes(volume, z, 24)
+    reference = resize_images(normalised(volume)[z].astype(np.float32), 24)
+    assert codes.shape == (3, 24, 24) and codes.dtype == np.uint16
+    np.testing.assert_allclose(decode_images(codes), reference, rtol=0, atol=0.5 / 65535 + 1e-6)

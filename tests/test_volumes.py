@@ -1,0 +1,230 @@
+"""Finding, loading, validating and normalising cases (tiny synthetic NIfTI files)."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from _synthetic import ramp, write_case, write_nifti
+from amecam_lib.releases import BratsDataError
+from amecam_lib.volumes import find_cases, load_case, normalise_min_max
+
+SHAPE = (6, 5, 3)
+
+
+def one_case(tmp_path, **kwargs):
+    write_case(tmp_path, kwargs.pop("case_id", "BraTS2021_00001"), shape=SHAPE, **kwargs)
+    (case,) = find_cases(tmp_path)
+    return case
+
+
+@pytest.mark.parametrize("case_id, ext", [
+    ("Brats18_CBICA_AAA_1", ".nii.gz"), ("BraTS19_2013_0_1", ".nii.gz"),
+    ("BraTS20_Training_001", ".nii"), ("BraTS2021_00001", ".nii.gz"),
+    ("BraTS-GLI-00001-000", ".nii.gz"), ("BraTS2021_00002", ".nii"),
+])
+def test_each_layout_is_found_and_loaded(tmp_path, case_id, ext):
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[1, 1, 1] = 2
+    write_case(tmp_path, case_id, shape=SHAPE, ext=ext, seg=seg)
+    (case,) = find_cases(tmp_path)
+    assert case.case_id == case_id and case.seg.name.endswith(ext)
+    volumes = load_case(case)
+    assert volumes.shape == SHAPE and volumes.affine.shape == (4, 4)
+    assert set(volumes.images) == {"t1", "t1ce", "t2", "flair"}
+    assert volumes.whole_tumour.sum() == 1
+
+
+def test_cases_sorted_and_non_case_entries_ignored(tmp_path):
+    write_case(tmp_path, "Brats18_TCIA01_425_1", shape=SHAPE)
+    write_case(tmp_path, "BraTS2021_00006", shape=SHAPE)
+    (tmp_path / "README.md").write_text("x")
+    (tmp_path / "manifest.csv").write_text("a,b\n")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "x.txt").write_text("x")
+    assert [c.case_id for c in find_cases(tmp_path)] == ["BraTS2021_00006", "Brats18_TCIA01_425_1"]
+
+
+def test_empty_or_missing_folder_is_an_error(tmp_path):
+    with pytest.raises(BratsDataError, match="no BraTS case"):
+        find_cases(tmp_path)
+    with pytest.raises(BratsDataError, match="does not exist"):
+        find_cases(tmp_path / "nope")
+
+
+def test_nested_release_layout_gets_a_hint(tmp_path):
+    write_case(tmp_path / "HGG", "Brats18_CBICA_AAA_1", shape=SHAPE)
+    with pytest.raises(BratsDataError, match=r"one level down, in \['HGG'\]"):
+        find_cases(tmp_path)
+    assert len(find_cases(tmp_path / "HGG")) == 1
+
+
+def test_unknown_layout_is_an_error(tmp_path):
+    (tmp_path / "patient1").mkdir()
+    write_nifti(tmp_path / "patient1" / "t1.nii.gz", ramp(SHAPE))
+    with pytest.raises(BratsDataError, match="patient1.*matches no known BraTS layout"):
+        find_cases(tmp_path)
+
+
+def test_missing_modality_names_case_and_file(tmp_path):
+    write_case(tmp_path, "BraTS2021_00001", shape=SHAPE, skip=("t1ce",))
+    with pytest.raises(BratsDataError, match=r"BraTS2021_00001.*BraTS2021_00001_t1ce\.nii\.gz"):
+        find_cases(tmp_path)
+
+
+def test_missing_seg_names_expected_file(tmp_path):
+    write_case(tmp_path, "BraTS-GLI-00001-000", shape=SHAPE, skip=("seg",))
+    with pytest.raises(BratsDataError, match=r"BraTS-GLI-00001-000-seg\.nii\.gz"):
+        find_cases(tmp_path)
+
+
+def test_both_nii_and_nii_gz_is_an_error(tmp_path):
+    folder = write_case(tmp_path, "BraTS2021_00001", shape=SHAPE)
+    write_nifti(folder / "BraTS2021_00001_t2.nii", ramp(SHAPE))
+    with pytest.raises(BratsDataError, match="both"):
+        find_cases(tmp_path)
+
+
+def test_brats2020_odd_seg_name_is_used_with_a_warning(tmp_path):
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[0, 0, 0] = 4
+    write_case(tmp_path, "BraTS20_Training_355", shape=SHAPE, ext=".nii", seg=seg,
+               seg_name="W39_1998.09.19_Segm.nii")
+    with pytest.warns(UserWarning, match="W39_1998.09.19_Segm.nii"):
+        (case,) = find_cases(tmp_path)
+    assert case.seg.name == "W39_1998.09.19_Segm.nii"
+    assert load_case(case).whole_tumour.sum() == 1
+
+
+def test_odd_seg_name_refused_outside_2020_and_when_ambiguous(tmp_path):
+    write_case(tmp_path / "a", "BraTS2021_00001", shape=SHAPE, seg_name="other_seg.nii.gz")
+    with pytest.raises(BratsDataError, match="BraTS2021_00001_seg"):
+        find_cases(tmp_path / "a")
+    folder = write_case(tmp_path / "b", "BraTS20_Training_001", shape=SHAPE, ext=".nii",
+                        seg_name="x_seg.nii")
+    write_nifti(folder / "y_Segm.nii", np.zeros(SHAPE, np.uint8))
+    with pytest.raises(BratsDataError, match="several"):
+        find_cases(tmp_path / "b")
+
+
+def test_shape_mismatch_names_the_file(tmp_path):
+    case = one_case(tmp_path, images={"t2": ramp((6, 5, 4))})
+    with pytest.raises(BratsDataError, match=r"BraTS2021_00001_t2\.nii\.gz: shape"):
+        load_case(case)
+
+
+def test_affine_mismatch_names_the_file(tmp_path):
+    shifted = np.eye(4)
+    shifted[0, 3] = 1.0
+    case = one_case(tmp_path, affines={"seg": shifted})
+    with pytest.raises(BratsDataError, match=r"BraTS2021_00001_seg\.nii\.gz: affine"):
+        load_case(case)
+
+
+def test_nan_intensity_names_the_file(tmp_path):
+    flair = ramp(SHAPE).astype(np.float32)
+    flair[2, 2, 2] = np.nan
+    case = one_case(tmp_path, images={"flair": flair})
+    with pytest.raises(BratsDataError, match=r"_flair\.nii\.gz: NaN"):
+        load_case(case, ["flair"])
+    load_case(case, ["t1"])  # only the requested modalities are read
+
+
+def test_truncated_gzip_names_the_file(tmp_path):
+    case = one_case(tmp_path)
+    data = case.images["t1"].read_bytes()
+    case.images["t1"].write_bytes(data[: len(data) // 2])
+    with pytest.raises(BratsDataError, match=r"BraTS2021_00001_t1\.nii\.gz"):
+        load_case(case)
+
+
+def test_garbage_file_names_the_file(tmp_path):
+    case = one_case(tmp_path)
+    case.images["t2"].write_bytes(gzip.compress(b"not a nifti at all" * 30))
+    with pytest.raises(BratsDataError, match=r"BraTS2021_00001_t2\.nii\.gz"):
+        load_case(case)
+
+
+def test_label_3_is_an_error_in_2021_but_fine_in_2023(tmp_path):
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[0, 0, 0], seg[1, 1, 1] = 3, 4
+    case = one_case(tmp_path / "a", seg=seg)
+    with pytest.raises(BratsDataError, match=r"BraTS2021_00001.*_seg\.nii\.gz.*\[3\]"):
+        load_case(case)
+    seg[1, 1, 1] = 2
+    case = one_case(tmp_path / "b", case_id="BraTS-GLI-00001-000", seg=seg)
+    assert load_case(case).whole_tumour.sum() == 2
+    seg[1, 1, 1] = 4
+    case = one_case(tmp_path / "c", case_id="BraTS-GLI-00002-000", seg=seg)
+    with pytest.raises(BratsDataError, match=r"\[4\]"):
+        load_case(case)
+
+
+def test_negative_and_large_label_values_are_reported(tmp_path):
+    seg = np.zeros(SHAPE, np.int16)
+    seg[0, 0, 0], seg[0, 0, 1] = -1, 300
+    case = one_case(tmp_path, seg=seg)
+    with pytest.raises(BratsDataError, match=r"\[-1, 300\]"):
+        load_case(case)
+
+
+def test_int16_and_whole_float_segs_are_read_as_integers(tmp_path):
+    seg = np.zeros(SHAPE, np.int16)
+    seg[0, 0, 0] = 4
+    volumes = load_case(one_case(tmp_path / "a", seg=seg))
+    assert volumes.seg.dtype == np.uint8 and volumes.seg[0, 0, 0] == 4
+    volumes = load_case(one_case(tmp_path / "b", seg=seg.astype(np.float32)))
+    assert volumes.seg.dtype == np.uint8 and volumes.seg.sum() == 4
+
+
+def test_non_integer_label_is_an_error(tmp_path):
+    seg = np.zeros(SHAPE, np.float32)
+    seg[0, 0, 0] = 0.5
+    with pytest.raises(BratsDataError, match="non-integer"):
+        load_case(one_case(tmp_path, seg=seg))
+
+
+def test_unknown_modality_is_an_error(tmp_path):
+    with pytest.raises(BratsDataError, match="'dwi'"):
+        load_case(one_case(tmp_path), ["dwi"])
+
+
+def test_min_max_per_volume_and_per_modality(tmp_path):
+    t1 = np.zeros(SHAPE, np.int16)
+    t1[0, 0, 0], t1[1, 0, 0] = 100, 50
+    flair = np.full(SHAPE, -20, np.int16)
+    flair[0, 0, 2] = 180
+    volumes = load_case(one_case(tmp_path, images={"t1": t1, "flair": flair}), ["t1", "flair"])
+    assert volumes.images["t1"].dtype == np.float32
+    assert volumes.images["t1"][0, 0, 0] == 1.0 and volumes.images["t1"][1, 0, 0] == 0.5
+    assert volumes.images["t1"][2, 2, 2] == 0.0
+    assert volumes.images["flair"][0, 0, 2] == 1.0 and volumes.images["flair"][1, 1, 1] == 0.0
+
+
+@pytest.mark.parametrize("value", [0, 7, -3])
+def test_constant_volume_normalises_to_zeros(value):
+    normalised = normalise_min_max(np.full((4, 4, 2), value, np.int16))
+    assert normalised.dtype == np.float32
+    assert not np.isnan(normalised).any() and (normalised == 0).all()
+
+
+def test_constant_volume_in_a_case_gives_zeros(tmp_path):
+    volumes = load_case(one_case(tmp_path, images={"t2": np.zeros(SHAPE, np.int16)}), ["t2"])
+    assert (volumes.images["t2"] == 0).all()
+
+
+def test_label_in_the_middle_of_a_small_span_is_reported(tmp_path):
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[0, 0, 0], seg[0, 1, 0], seg[1, 1, 1] = 1, 3, 4  # 3 is not a BraTS 2021 label; 2 absent
+    with pytest.raises(BratsDataError, match=r"unexpected label values \[3\]"):
+        load_case(one_case(tmp_path, seg=seg))
+
+
+def test_load_case_without_normalising_keeps_the_stored_values(tmp_path):
+    t1 = np.zeros(SHAPE, np.int16)
+    t1[0, 0, 0], t1[1, 0, 0] = 100, -50
+    volumes = load_case(one_case(tmp_path, images={"t1": t1}), ["t1"], normalise=False)
+    assert volumes.images["t1"].dtype == np.int16
+    np.testing.assert_array_equal(volumes.images["t1"], t1)
