@@ -33,7 +33,7 @@ from amecam_lib.losses.supcon import supcon_loss
 from amecam_lib.models.multi_exit import N_EXITS, MultiExitResNet
 from amecam_lib.models.projection import SupConNet, load_pretrained_backbone
 from amecam_lib.runs import check_modality
-from amecam_lib.slices import SliceDataset, load_slices
+from amecam_lib.slices import SliceDataset, load_slices, split_fingerprint
 from amecam_lib.training import History, fit, load_checkpoint
 
 PRETRAIN_MODES = ("supcon", "simclr")
@@ -44,6 +44,13 @@ EMBED_SOURCES = ("pretrain", "untrained", "multi_exit")
 def phase_dir(run_dir: str | Path, modality: str, phase: str) -> Path:
     """``RUN/<modality>/<phase>``: where a phase of one modality keeps its checkpoints and logs."""
     return Path(run_dir) / check_modality(modality) / phase
+
+
+def _data_config(run_dir: str | Path, preset: Preset) -> dict:
+    """The data settings stored in a checkpoint's config, with the fingerprint of RUN/split.csv:
+    re-slicing with another split makes the next run start fresh instead of resuming a model that
+    saw today's test patients."""
+    return {**dataclasses.asdict(preset.data), "split_fingerprint": split_fingerprint(run_dir)}
 
 
 def pretrain_supcon(run_dir: str | Path, modality: str, preset: Preset, device: str | None = None,
@@ -87,7 +94,7 @@ def pretrain_supcon(run_dir: str | Path, modality: str, preset: Preset, device: 
         return supcon_loss(projections, labels=labels if use_labels else None,
                            temperature=settings.temperature)
 
-    config = {"phase": "pretrain", "modality": modality, "data": dataclasses.asdict(preset.data),
+    config = {"phase": "pretrain", "modality": modality, "data": _data_config(run_dir, preset),
               "pretrain": dataclasses.asdict(settings), "arch": preset.multi_exit.arch,
               "norm": preset.multi_exit.norm, "seed": preset.seed}
     return fit(model, train_step=train_step, train_loader=loader, epochs=settings.epochs, lr=settings.lr,
@@ -157,7 +164,7 @@ def train_multi_exit(run_dir: str | Path, modality: str, preset: Preset, device:
                               name=f"val split ({modality})")
 
     out_dir = phase_dir(run_dir, modality, "multi_exit")
-    config = {"phase": "multi_exit", "modality": modality, "data": dataclasses.asdict(preset.data),
+    config = {"phase": "multi_exit", "modality": modality, "data": _data_config(run_dir, preset),
               "multi_exit": dataclasses.asdict(settings), "seed": preset.seed, "init": init}
     history = fit(model, train_step=train_step, train_loader=loader, epochs=settings.epochs, lr=settings.lr,
                   min_lr=settings.min_lr, weight_decay=settings.weight_decay, optimizer=settings.optimizer,

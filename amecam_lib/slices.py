@@ -15,12 +15,16 @@ here to ``float32`` ``code / 65535`` (:func:`amecam_lib.slicing.decode_images`):
 :func:`load_slices` and :func:`read_case_images`, one slice at a time by a lazy
 :class:`SliceDataset`. A folder of the older ``float32`` format raises an error naming the file.
 
+A stored file that is missing or truncated raises an error naming it (rerun slicing to redo the
+case). :func:`split_fingerprint` gives a short hash of ``RUN/split.csv`` for checkpoint configs.
+
 Both give a torch :class:`SliceDataset` whose items are ``(image (1, S, S) float32, label int64)``;
 labels are the slice-level tumour labels (the only supervision AME-CAM uses, paper Sec. 2).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -31,9 +35,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from amecam_lib.config import MODALITIES
 from amecam_lib.releases import BratsDataError
-from amecam_lib.slicing import MANIFEST_COLUMNS, decode_images
-from amecam_lib.splits import SPLITS
+from amecam_lib.slicing import MANIFEST_COLUMNS, decode_images, open_stored_array
+from amecam_lib.splits import SPLITS, read_split
 
 SPLIT_CHOICES: tuple[str, ...] = (*SPLITS, "all")
 """Values accepted for ``split``: one split, or ``"all"`` for every kept slice."""
@@ -115,6 +120,35 @@ def read_manifest(run_dir: str | Path) -> pd.DataFrame:
     return manifest
 
 
+def split_fingerprint(run_dir: str | Path) -> str:
+    """Short fingerprint of a run's patient-level split, to store in checkpoint configs.
+
+    The SHA-256 of the sorted ``case_id,split`` lines of ``RUN/split.csv`` (one ``\n``-ended line
+    per case, UTF-8), first 16 hex digits. It depends only on which case is in which split, not
+    on row order or whitespace, so a checkpoint can tell whether the run it is evaluated on was
+    split the same way as the one it was trained on.
+
+    Returns:
+        16 lowercase hex digits, e.g. ``"3f2a9c0d1b7e4a55"``.
+
+    Raises:
+        BratsDataError: ``RUN/split.csv`` is missing or malformed
+            (:func:`amecam_lib.splits.read_split`).
+    """
+    path = Path(run_dir) / "split.csv"
+    if not path.exists():
+        raise BratsDataError(f"{path} not found: slice the data first (slice_dataset or "
+                             f"data_scripts/slice_brats.py)")
+    lines = "".join(f"{case_id},{split}\n" for case_id, split in sorted(read_split(path).items()))
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest()[:16]
+
+
+def _check_modality_name(modality: str) -> None:
+    """Raise a :class:`BratsDataError` listing the valid names when ``modality`` is unknown."""
+    if modality not in MODALITIES:
+        raise BratsDataError(f"unknown modality {modality!r}; valid names: {', '.join(MODALITIES)}")
+
+
 def read_case_info(run_dir: str | Path, case_id: str) -> CaseInfo:
     """Geometry of one sliced case (affine, original shape, z of each stored slice).
 
@@ -144,9 +178,12 @@ def select_slices(run_dir: str | Path, modality: str, split: str,
         exclude_ambiguous: leave out slices with ``0 < tumour area <= threshold``.
 
     Raises:
-        BratsDataError: an unknown split name; a modality not sliced in this run (the message
-            lists those that were); no slice selected.
+        BratsDataError: an unknown modality or split name; a modality not sliced in this run
+            (the message lists those that were); a case folder whose ``case.json`` lists the
+            modality but whose ``.npy`` file is missing (incomplete folder: rerun slicing); no
+            slice selected.
     """
+    _check_modality_name(modality)
     if split not in SPLIT_CHOICES:
         raise BratsDataError(f"split must be one of {SPLIT_CHOICES}, got {split!r}")
     run_dir = Path(run_dir)
@@ -160,12 +197,25 @@ def select_slices(run_dir: str | Path, modality: str, split: str,
         raise BratsDataError(
             f"no slice in split {split!r} of {run_dir}"
             f"{' once ambiguous slices are excluded' if exclude_ambiguous else ''}")
-    for case_id in selected["case_id"].unique():
-        if not (run_dir / "slices" / case_id / f"{modality}.npy").is_file():
-            sliced = read_case_info(run_dir, case_id).modalities
+    case_ids = selected["case_id"].unique()
+    lacking = [case_id for case_id in case_ids
+               if not (run_dir / "slices" / case_id / f"{modality}.npy").is_file()]
+    if lacking:
+        infos = [read_case_info(run_dir, case_id) for case_id in lacking]
+        incomplete = [info.case_id for info in infos if modality in info.modalities]
+        if incomplete:
             raise BratsDataError(
-                f"modality {modality!r} was not sliced in {run_dir} (case {case_id} has "
-                f"{', '.join(sliced)}); rerun slicing with it")
+                f"{run_dir / 'slices' / incomplete[0] / f'{modality}.npy'} is missing although "
+                f"its case.json lists {modality!r} ({len(incomplete)} incomplete case folder(s)"
+                f"); rerun slicing (slice_dataset / data_scripts/slice_brats.py) to redo them")
+        if len(lacking) == len(case_ids):
+            raise BratsDataError(
+                f"modality {modality!r} was not sliced in {run_dir} (case {lacking[0]} has "
+                f"{', '.join(infos[0].modalities)}); rerun slicing with it")
+        raise BratsDataError(
+            f"modality {modality!r} is missing in {len(lacking)} of {len(case_ids)} case folders "
+            f"of {run_dir} (e.g. {lacking[0]}, sliced with {', '.join(infos[0].modalities)}); "
+            f"rerun slicing with it")
     return selected.sort_values(["case_id", "z"]).reset_index(drop=True)
 
 
@@ -197,7 +247,8 @@ def load_slices(run_dir: str | Path, modality: str, split: str,
         images[start:start + stored_rows.size, 0] = read_case_images(
             run_dir, case_id, modality, stored_rows)
         start += stored_rows.size
-        mask_parts.append(np.load(run_dir / "slices" / case_id / "wt.npy", mmap_mode="r")[stored_rows])
+        masks = open_stored_array(run_dir / "slices" / case_id / "wt.npy", dtype=bool)
+        mask_parts.append(masks[stored_rows])
     return SliceSet(images=images, labels=selected["label"].to_numpy(np.int64),
                     masks=np.concatenate(mask_parts).astype(bool, copy=False),
                     case_ids=selected["case_id"].to_numpy(str),
@@ -220,14 +271,16 @@ def read_case_images(run_dir: str | Path, case_id: str, modality: str,
         ``(K, S, S) float32`` in ``[0, 1]`` (``code / 65535``).
 
     Raises:
-        BratsDataError: the file does not exist (case or modality not sliced), or holds another
-            storage format (:func:`amecam_lib.slicing.decode_images`).
+        BratsDataError: an unknown modality name; the file does not exist (case or modality not
+            sliced), is truncated or corrupt (:func:`amecam_lib.slicing.open_stored_array`), or
+            holds another storage format (:func:`amecam_lib.slicing.decode_images`).
     """
+    _check_modality_name(modality)
     path = Path(run_dir) / "slices" / case_id / f"{modality}.npy"
     if not path.is_file():
         raise BratsDataError(f"{path} not found: case {case_id} or modality {modality!r} was not "
                              f"sliced in {run_dir}")
-    codes = np.load(path, mmap_mode="r")
+    codes = open_stored_array(path)
     return decode_images(codes if rows is None else codes[np.asarray(rows)], path)
 
 
@@ -262,7 +315,8 @@ class SliceDataset(Dataset):
         """Lazy dataset over the kept slices of ``split`` (arguments as :func:`load_slices`).
 
         Raises:
-            BratsDataError: as :func:`select_slices`.
+            BratsDataError: as :func:`select_slices`; a stored file that is truncated or corrupt
+                is reported (naming it) when an item of it is first read.
         """
         selected = select_slices(run_dir, modality, split, exclude_ambiguous)
         dataset = cls.__new__(cls)
@@ -298,7 +352,7 @@ class SliceDataset(Dataset):
         if path in self._open:
             self._open.move_to_end(path)
         else:
-            self._open[path] = np.load(path, mmap_mode="r")
+            self._open[path] = open_stored_array(path)
             if len(self._open) > _OPEN_FILES:
                 self._open.popitem(last=False)
         return self._open[path]

@@ -36,7 +36,10 @@ never misread: the format is part of the settings in ``case.json``).
 Row ``r`` of a case's ``.npy`` is ``volume[:, :, z[r]]`` (no transpose, no flip), resized to
 ``S x S`` when ``S`` differs from the grid. Each case folder is written whole into a temporary
 folder and renamed (:func:`amecam_lib.atomic.atomic_dir`); a rerun reuses a case made with the
-same settings from the same files, redoes one made otherwise, and ``overwrite=True`` redoes all.
+same settings from the same files whose ``.npy`` files are all present and complete (header and
+file size checked, :func:`open_stored_array`), redoes one made otherwise (saying why), and
+``overwrite=True`` redoes all. A rerun that changes ``RUN/split.csv`` (another seed or split file)
+warns and counts the cases that moved (:attr:`SlicingReport.split_moved`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import dataclasses
 import io
 import json
 import multiprocessing
+import signal
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -60,7 +64,7 @@ from tqdm.auto import tqdm
 from amecam_lib.atomic import atomic_dir, atomic_path, clean_stale_tmp
 from amecam_lib.config import MODALITIES, DataConfig
 from amecam_lib.releases import BratsDataError
-from amecam_lib.splits import make_split, read_split_file, write_split
+from amecam_lib.splits import make_split, read_split, read_split_file, write_split
 from amecam_lib.volumes import CaseFiles, find_cases, load_case
 
 SLICE_FORMAT = 2
@@ -72,6 +76,11 @@ IMAGE_CODE_MAX = 65535
 
 CODE_DTYPE = np.dtype(np.uint16)
 """Type of the stored image codes."""
+
+MAX_IMAGE_SIZE = 1024
+"""Largest accepted ``image_size`` (pixels): 4x the 240 px BraTS grid, rounded up. One 1024 px
+case stores ~300 MB per modality; a larger side is almost surely a typo (it would allocate
+gigabytes to terabytes)."""
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "case_id", "z", "label", "tumour_pixels", "brain_pixels", "ambiguous", "kept", "reason",
@@ -94,6 +103,8 @@ class CaseReport:
         dropped: slices dropped for too little brain (listed in the manifest, ``kept=0``).
         reused: ``True`` when an earlier run's folder with the same settings was kept.
         seconds: wall time spent on the case (s).
+        redone_because: why an earlier folder with the same settings was *not* reused (e.g. a
+            missing or truncated ``.npy`` file); empty otherwise.
     """
 
     case_id: str
@@ -106,18 +117,22 @@ class CaseReport:
     dropped: int
     reused: bool
     seconds: float
+    redone_because: str = ""
 
 
 @dataclass
 class SlicingReport:
     """Summary of :func:`slice_dataset`: one :class:`CaseReport` per case, sorted by case ID.
 
-    ``tumour + normal + ambiguous + dropped == slices`` for every case.
+    ``tumour + normal + ambiguous + dropped == slices`` for every case. ``split_moved`` lists the
+    cases whose split differs from the ``split.csv`` the run folder held before (empty on a first
+    run or when the split is unchanged).
     """
 
     run_dir: Path
     cases: list[CaseReport] = field(default_factory=list)
     seconds: float = 0.0
+    split_moved: list[str] = field(default_factory=list)
 
     @property
     def cases_per_second(self) -> float:
@@ -153,6 +168,12 @@ class SlicingReport:
         lines.insert(len(lines) - 1, lines[1])
         lines.append(f"{self.cases_per_second:.2f} cases/s; {totals['reused']} case(s) reused; "
                      f"cases without a tumour slice: {', '.join(self.no_tumour_cases) or 'none'}")
+        lines.extend(f"redone {c.case_id}: {c.redone_because}" for c in self.cases
+                     if c.redone_because)
+        if self.split_moved:
+            lines.append(f"split.csv changed: {len(self.split_moved)} case(s) moved to another "
+                         f"split ({', '.join(self.split_moved[:5])}"
+                         f"{' ...' if len(self.split_moved) > 5 else ''})")
         return "\n".join(lines)
 
 
@@ -194,17 +215,25 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
         :class:`SlicingReport` with per-case counts and timing.
 
     Raises:
-        BratsDataError: bad settings, or any data error of
+        BratsDataError: bad settings (e.g. ``image_size`` outside ``[8, MAX_IMAGE_SIZE]``);
+            ``out_dir`` is a file; or any data error of
             :func:`~amecam_lib.volumes.find_cases`, :func:`~amecam_lib.volumes.load_case`,
             :func:`~amecam_lib.splits.read_split_file` or
             :func:`~amecam_lib.splits.split_sizes` (the first failing case stops the run; cases
             finished before it are kept and reused by the next run).
         RuntimeError: a worker process died (e.g. killed by the OS when out of memory); the run
             stops instead of waiting forever.
+
+    Warns (``UserWarning``) when the run folder's existing ``split.csv`` is replaced by a
+    different split (the moved cases are in :attr:`SlicingReport.split_moved`: models trained on
+    the old split must not be evaluated on the new one), and when a case folder with the same
+    settings is redone because a stored file is missing or incomplete.
     """
     _check_config(config, workers)
     start = time.perf_counter()
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BratsDataError(f"run folder {out_dir} is a file, not a folder")
     cases = find_cases(data_dir)
     case_ids = [case.case_id for case in cases]
     if split_file is not None:
@@ -214,6 +243,7 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
     slices_dir = out_dir / "slices"
     slices_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_tmp(slices_dir)
+    split_moved = _split_changes(out_dir / "split.csv", assignment)
     write_split(out_dir / "split.csv", assignment)
     strays = sorted(p.name for p in slices_dir.iterdir()
                     if p.is_dir() and not p.name.startswith(".") and p.name not in assignment)
@@ -228,14 +258,47 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
     with tqdm(total=len(tasks), unit="case", desc="slicing", **bar_options) as bar:
         for case_report in _run_tasks(tasks, workers):
             results[case_report.case_id] = case_report
+            if case_report.redone_because:
+                bar.set_postfix_str(f"redid {case_report.case_id}", refresh=False)
+                warnings.warn(f"case {case_report.case_id}: {case_report.redone_because}; "
+                              f"sliced it again", stacklevel=2)
             bar.update(1)
 
     _write_manifest(out_dir / "manifest.csv", slices_dir, assignment)
-    report = SlicingReport(run_dir=out_dir)
+    report = SlicingReport(run_dir=out_dir, split_moved=split_moved)
     report.cases = [dataclasses.replace(results[case_id], split=assignment[case_id])
                     for case_id in case_ids]
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _split_changes(path: Path, assignment: dict[str, str]) -> list[str]:
+    """Cases whose split in ``assignment`` differs from the run folder's ``split.csv`` (sorted).
+
+    Warns when the existing file differs: cases moved, added or removed, or an unreadable file
+    being replaced. Returns ``[]`` when there is no file yet.
+    """
+    if not path.exists():
+        return []
+    try:
+        previous = read_split(path)
+    except BratsDataError as error:
+        warnings.warn(f"replacing an unreadable {path} ({error})", stacklevel=3)
+        return []
+    moved = sorted(case_id for case_id, split in assignment.items()
+                   if case_id in previous and previous[case_id] != split)
+    added = len(set(assignment) - set(previous))
+    removed = len(set(previous) - set(assignment))
+    if moved or added or removed:
+        examples = ", ".join(f"{case_id}: {previous[case_id]} -> {assignment[case_id]}"
+                             for case_id in moved[:3])
+        more = " ..." if len(moved) > 3 else ""
+        warnings.warn(
+            f"{path} changed: {len(moved)} case(s) moved to another split"
+            f"{f' ({examples}{more})' if moved else ''}"
+            f", {added} added, {removed} removed; models trained on the old split must not be "
+            f"evaluated on the new one", stacklevel=3)
+    return moved
 
 
 def _run_tasks(tasks: list, workers: int):
@@ -250,7 +313,8 @@ def _run_tasks(tasks: list, workers: int):
         yield from map(_slice_case, tasks)
         return
     n_workers = min(workers, len(tasks))
-    executor = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context())
+    executor = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context(),
+                                   initializer=_ignore_interrupts)
     waiting = iter(tasks)
     try:
         running = {executor.submit(_slice_case, task) for _, task in zip(range(2 * n_workers), waiting)}
@@ -272,6 +336,12 @@ def _run_tasks(tasks: list, workers: int):
         executor.shutdown(wait=True, cancel_futures=True)
 
 
+def _ignore_interrupts() -> None:
+    """Worker initialiser: Ctrl-C is handled by the parent alone (which cancels the pending
+    cases and lets the running ones finish), so workers print no tracebacks of their own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def slice_settings(config: DataConfig) -> dict:
     """The settings a case folder depends on (stored in ``case.json``, compared on reruns)."""
     return {"format": SLICE_FORMAT, "modalities": list(config.modalities),
@@ -284,8 +354,10 @@ def _check_config(config: DataConfig, workers: int) -> None:
     if not config.modalities or unknown or len(set(config.modalities)) != len(config.modalities):
         raise BratsDataError(f"modalities must be distinct names from {MODALITIES}, got "
                              f"{tuple(config.modalities)}")
-    if int(config.image_size) != config.image_size or config.image_size < 8:
-        raise BratsDataError(f"image_size must be an integer >= 8 (pixels), got {config.image_size}")
+    if (int(config.image_size) != config.image_size or config.image_size < 8
+            or config.image_size > MAX_IMAGE_SIZE):
+        raise BratsDataError(f"image_size must be an integer in [8, {MAX_IMAGE_SIZE}] (pixels), "
+                             f"got {config.image_size}")
     if not 0.0 <= config.tumour_fraction < 1.0:
         raise BratsDataError(f"tumour_fraction must be in [0, 1), got {config.tumour_fraction}")
     if not 0.0 <= config.min_brain_fraction < 1.0:
@@ -314,8 +386,9 @@ def _slice_case(task) -> CaseReport:
     start = time.perf_counter()
     target = slices_dir / case.case_id
     sources = _source_fingerprint(case, settings["modalities"])
+    redone_because = ""
     if not overwrite:
-        records = _reusable_records(target, settings, sources)
+        records, redone_because = _reusable_records(target, settings, sources)
         if records is not None:
             return _case_report(case, records, True, time.perf_counter() - start)
 
@@ -358,7 +431,7 @@ def _slice_case(task) -> CaseReport:
         np.save(folder / "wt.npy", resize_masks(axial_stack(whole_tumour, kept_z), size))
         (folder / "slices.csv").write_text(_to_csv(records, _CASE_COLUMNS), encoding="utf-8")
         (folder / "case.json").write_text(_json_text(info), encoding="utf-8")
-    return _case_report(case, records, False, time.perf_counter() - start)
+    return _case_report(case, records, False, time.perf_counter() - start, redone_because)
 
 
 def image_codes(volume: np.ndarray, z: np.ndarray, size: int) -> np.ndarray:
@@ -525,18 +598,80 @@ def _nearest_indices(n_in: int, n_out: int) -> np.ndarray:
     return np.minimum((2 * np.arange(n_out) + 1) * n_in // (2 * n_out), n_in - 1)
 
 
-def _reusable_records(target: Path, settings: dict, sources: dict) -> list[dict] | None:
-    """The stored rows of a case folder made with ``settings`` from ``sources``, else ``None``."""
+def open_stored_array(path: str | Path, shape: tuple[int, ...] | None = None,
+                      dtype: np.dtype | None = None) -> np.ndarray:
+    """Memory-map one stored ``.npy`` file of a run folder after checking it is complete.
+
+    Only the header is read (``np.load(mmap_mode="r")``, which also checks that the file is at
+    least as long as the header says); no slice data is read.
+
+    Args:
+        path: e.g. ``RUN/slices/<case_id>/flair.npy``.
+        shape: expected shape (e.g. ``(Z_kept, S, S)``), or ``None`` for any.
+        dtype: expected type (``uint16`` codes, ``bool`` masks), or ``None`` for any.
+
+    Returns:
+        The read-only memory map.
+
+    Raises:
+        BratsDataError: the file is missing, truncated or not a ``.npy`` file, or its shape or
+            type differs from the expected one; the message names the file and says to rerun
+            slicing.
+    """
+    array, problem = _map_stored_array(Path(path), shape, dtype)
+    if array is None:
+        raise BratsDataError(f"{problem}: rerun slicing (slice_dataset / "
+                             f"data_scripts/slice_brats.py) to redo the case")
+    return array
+
+
+def _map_stored_array(path: Path, shape: tuple[int, ...] | None,
+                      dtype: np.dtype | None) -> tuple[np.ndarray | None, str]:
+    """``(memory map, "")`` of a complete ``.npy`` file, else ``(None, what is wrong)``."""
+    if not path.is_file():
+        return None, f"{path} is missing"
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as error:
+        return None, f"{path} is truncated or corrupt ({error})"
+    if shape is not None and tuple(array.shape) != tuple(shape):
+        return None, f"{path} holds shape {tuple(array.shape)}, expected {tuple(shape)}"
+    if dtype is not None and array.dtype != np.dtype(dtype):
+        return None, f"{path} holds {array.dtype}, expected {np.dtype(dtype)}"
+    return array, ""
+
+
+def _reusable_records(target: Path, settings: dict,
+                      sources: dict) -> tuple[list[dict] | None, str]:
+    """The stored rows of a complete case folder made with ``settings`` from ``sources``.
+
+    Returns ``(rows, "")`` when the folder can be reused; ``(None, "")`` when there is no such
+    folder or it was made otherwise (settings or sources changed: redone silently, as asked);
+    ``(None, reason)`` when it was made with these settings but a ``.npy`` file is missing,
+    truncated or of the wrong shape or type (redone, and the caller says so).
+    """
     info_path, rows_path = target / "case.json", target / "slices.csv"
     if not (info_path.is_file() and rows_path.is_file()):
-        return None
+        return None, ""
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except ValueError:
-        return None
+        return None, ""
     if info.get("settings") != settings or info.get("sources") != sources:
-        return None
-    return _read_case_rows(rows_path)
+        return None, ""
+    try:
+        records = _read_case_rows(rows_path)
+    except (ValueError, KeyError, TypeError) as error:
+        return None, f"{rows_path} is unreadable ({error!r})"
+    size = settings["image_size"]
+    n_kept = sum(1 for record in records if record["kept"])
+    expected = {f"{m}.npy": CODE_DTYPE for m in settings["modalities"]} | {"wt.npy": np.dtype(bool)}
+    for name, dtype in expected.items():
+        array, problem = _map_stored_array(target / name, (n_kept, size, size), dtype)
+        del array  # close the memory map: only the header was needed
+        if problem:
+            return None, problem
+    return records, ""
 
 
 def _read_case_rows(path: Path) -> list[dict]:
@@ -550,7 +685,8 @@ def _read_case_rows(path: Path) -> list[dict]:
     return records
 
 
-def _case_report(case: CaseFiles, records: list[dict], reused: bool, seconds: float) -> CaseReport:
+def _case_report(case: CaseFiles, records: list[dict], reused: bool, seconds: float,
+                 redone_because: str = "") -> CaseReport:
     """Counts of one case (split filled in by the caller)."""
     kept = [r for r in records if r["kept"]]
     return CaseReport(
@@ -558,7 +694,8 @@ def _case_report(case: CaseFiles, records: list[dict], reused: bool, seconds: fl
         tumour=sum(r["label"] == 1 for r in kept),
         normal=sum(r["tumour_pixels"] == 0 for r in kept),
         ambiguous=sum(bool(r["ambiguous"]) for r in kept),
-        dropped=len(records) - len(kept), reused=reused, seconds=seconds)
+        dropped=len(records) - len(kept), reused=reused, seconds=seconds,
+        redone_because=redone_because)
 
 
 def _write_manifest(path: Path, slices_dir: Path, assignment: dict[str, str]) -> None:
@@ -584,6 +721,7 @@ def _json_text(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=True) + "\n"
 
 
-__all__ = ["CODE_DTYPE", "CaseReport", "IMAGE_CODE_MAX", "MANIFEST_COLUMNS", "SLICE_FORMAT",
-           "SlicingReport", "axial_stack", "decode_images", "encode_unit_images", "image_codes",
-           "label_slices", "resize_images", "resize_masks", "slice_dataset", "slice_settings"]
+__all__ = ["CODE_DTYPE", "CaseReport", "IMAGE_CODE_MAX", "MANIFEST_COLUMNS", "MAX_IMAGE_SIZE",
+           "SLICE_FORMAT", "SlicingReport", "axial_stack", "decode_images", "encode_unit_images",
+           "image_codes", "label_slices", "open_stored_array", "resize_images", "resize_masks",
+           "slice_dataset", "slice_settings"]

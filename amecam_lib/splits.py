@@ -3,7 +3,7 @@
 Splitting by slice would put neighbouring, nearly identical slices of one patient in both the
 training and the test set and inflate every score; the project therefore splits *cases*, from a
 seed (:func:`make_split`) or from a user's CSV (:func:`read_split_file`), and writes the split to
-``RUN/split.csv`` (:func:`write_split`). Paper Sec. 3.1 uses the official 8:1:1 split;
+``RUN/split.csv`` (:func:`write_split`; read back by :func:`read_split`). Paper Sec. 3.1 uses the official 8:1:1 split;
 REFERENCE_NOTES "Data".
 """
 
@@ -84,11 +84,40 @@ def read_split_file(path: str | Path, case_ids: list[str]) -> dict[str, str]:
         case_id -> split name, for exactly the given cases.
 
     Raises:
-        BratsDataError: missing file or columns; a bad split name; a case listed twice; a case of
-            the dataset missing from the file; a case in the file that is not in the dataset; a
-            split with no case. The message names the file and the offending entries.
+        BratsDataError: missing file (or a folder given) or columns; a bad split name; a case
+            listed twice; a case of the dataset missing from the file; a case in the file that is
+            not in the dataset; a split with no case. The message names the file and the
+            offending entries.
     """
     path = Path(path)
+    assignment = read_split(path)
+    missing = sorted(set(case_ids) - set(assignment))
+    if missing:
+        raise BratsDataError(f"split file {path}: no split for case(s) {missing}")
+    unknown = sorted(set(assignment) - set(case_ids))
+    if unknown:
+        raise BratsDataError(f"split file {path}: case(s) {unknown} are not in the dataset")
+    empty = [split for split in SPLITS if split not in assignment.values()]
+    if empty:
+        raise BratsDataError(f"split file {path}: split(s) {empty} have no case")
+    return assignment
+
+
+def read_split(path: str | Path) -> dict[str, str]:
+    """Read a split CSV (header ``case_id,split``, e.g. ``RUN/split.csv``) as it stands.
+
+    Checks the format only, not the cases against a dataset (that is :func:`read_split_file`).
+
+    Returns:
+        case_id -> ``"train"`` | ``"val"`` | ``"test"``, sorted by case ID.
+
+    Raises:
+        BratsDataError: the file is missing or a folder; missing columns; a bad split name; a
+            case listed twice (the message names the file and line).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise BratsDataError(f"split file {path} is a folder, not a CSV file")
     if not path.is_file():
         raise BratsDataError(f"split file {path} does not exist")
     with path.open(newline="", encoding="utf-8") as handle:
@@ -106,15 +135,6 @@ def read_split_file(path: str | Path, case_ids: list[str]) -> dict[str, str]:
             if case_id in assignment:
                 raise BratsDataError(f"split file {path}, line {line}: case {case_id!r} listed twice")
             assignment[case_id] = split
-    missing = sorted(set(case_ids) - set(assignment))
-    if missing:
-        raise BratsDataError(f"split file {path}: no split for case(s) {missing}")
-    unknown = sorted(set(assignment) - set(case_ids))
-    if unknown:
-        raise BratsDataError(f"split file {path}: case(s) {unknown} are not in the dataset")
-    empty = [split for split in SPLITS if split not in assignment.values()]
-    if empty:
-        raise BratsDataError(f"split file {path}: split(s) {empty} have no case")
     return dict(sorted(assignment.items()))
 
 

@@ -181,7 +181,8 @@ def load_case(case: CaseFiles, modalities: tuple[str, ...] | list[str] = MODALIT
     for modality in modalities:
         raw = _read(case.images[modality], headers[modality])
         if raw.dtype.kind == "f" and not np.isfinite(raw).all():
-            raise BratsDataError(f"{case.images[modality]}: NaN or Inf intensities")
+            raise BratsDataError(
+                f"case {case.case_id}: {case.images[modality]}: NaN or Inf intensities")
         images[modality] = normalise_min_max(raw) if normalise else raw
     seg = check_labels(_read(case.seg, headers["seg"]), case.release, case.seg, case.case_id)
     return CaseVolumes(case_id=case.case_id, release=case.release, shape=shape, affine=affine,

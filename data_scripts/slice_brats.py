@@ -7,13 +7,15 @@ Example::
         --modalities flair t1ce --preset demo --workers 2
 
 Writes ``OUT/slices/<case_id>/``, ``OUT/manifest.csv`` and ``OUT/split.csv`` and prints the
-per-case slice counts. Exits with status 2 and a one-line message on bad input.
+per-case slice counts. Exits with status 2 and a one-line message on bad input, and with status
+130 and one line on Ctrl-C (finished cases are kept; a rerun resumes).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
@@ -53,9 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print a library warning (changed split, redone case) as one line, without source lines."""
+    print(f"slice_brats: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit status (0 ok, 2 bad input)."""
+    """Run the CLI; return the exit status (0 ok, 2 bad input, 130 interrupted)."""
     args = build_parser().parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        print(f"slice_brats: error: --out {args.out} is a file, not a folder", file=sys.stderr)
+        return 2
     try:
         preset = get_preset(args.preset).with_overrides(**{
             "data.modalities": tuple(args.modalities) if args.modalities else None,
@@ -65,12 +75,18 @@ def main(argv: list[str] | None = None) -> int:
             "data.seed": args.seed,
         })
         data_dir = args.data_dir if args.data_dir is not None else default_data_dir()
-        report = slice_dataset(data_dir, args.out, preset.data, split_file=args.split_file,
-                               workers=args.workers, overwrite=args.overwrite,
-                               progress=not args.no_progress)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            report = slice_dataset(data_dir, args.out, preset.data, split_file=args.split_file,
+                                   workers=args.workers, overwrite=args.overwrite,
+                                   progress=not args.no_progress)
     except (BratsDataError, OSError) as error:
         print(f"slice_brats: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("slice_brats: interrupted; rerun to resume (finished cases are reused)",
+              file=sys.stderr)
+        return 130
     print(report.table())
     print(f"wrote {args.out / 'manifest.csv'} and {args.out / 'split.csv'}")
     return 0

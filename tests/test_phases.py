@@ -103,3 +103,15 @@ def test_load_multi_exit_missing_checkpoint(tmp_path):
         load_multi_exit(tmp_path, "flair")
     with pytest.raises(ValueError, match="modality"):
         phase_dir(tmp_path, "pd", "pretrain")
+
+
+def test_checkpoint_config_carries_the_split_fingerprint(tmp_path):
+    """A run folder re-sliced with another split must not resume models trained on the old one."""
+    from amecam_lib.phases import _data_config
+
+    (tmp_path / "split.csv").write_text("case_id,split\nA,train\nB,val\nC,test\n")
+    before = _data_config(tmp_path, get_preset("smoke"))
+    (tmp_path / "split.csv").write_text("case_id,split\nA,test\nB,val\nC,train\n")
+    after = _data_config(tmp_path, get_preset("smoke"))
+    assert before["image_size"] == 64
+    assert before["split_fingerprint"] != after["split_fingerprint"]

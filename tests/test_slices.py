@@ -12,7 +12,7 @@ from _synthetic import write_case
 from amecam_lib.config import DataConfig
 from amecam_lib.releases import BratsDataError
 from amecam_lib.slices import (SliceDataset, load_slices, read_case_images, read_case_info,
-                               read_manifest, select_slices)
+                               read_manifest, select_slices, split_fingerprint)
 from amecam_lib.slicing import slice_dataset
 
 
@@ -122,3 +122,79 @@ def test_empty_split_is_an_error(tmp_path):
         load_slices(tmp_path / "run", "flair", "test")
     with pytest.raises(BratsDataError, match="no slice in split 'test'"):
         SliceDataset.from_run(tmp_path / "run", "flair", "test")
+
+
+def small_run(root, modalities=("flair", "t1"), split_text=None):
+    """Three 10 x 10 x 3 synthetic cases sliced at 10 px; split train / val / test by case."""
+    for case_id in ("BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003"):
+        write_case(root / "data", case_id, shape=(10, 10, 3))
+    split_file = root / "split.csv"
+    split_file.write_text(split_text or "case_id,split\nBraTS2021_00001,train\n"
+                          "BraTS2021_00002,val\nBraTS2021_00003,test\n")
+    config = DataConfig(modalities=modalities, image_size=10, min_brain_fraction=0.0)
+    slice_dataset(root / "data", root / "run", config, split_file=split_file, progress=False)
+    return root / "run"
+
+
+def test_truncated_or_missing_npy_is_named_with_a_rerun_hint(tmp_path):
+    run = small_run(tmp_path)
+    flair = run / "slices" / "BraTS2021_00001" / "flair.npy"
+    flair.write_bytes(flair.read_bytes()[:-30])
+    pattern = r"BraTS2021_00001/flair\.npy is truncated or corrupt .*rerun slicing"
+    with pytest.raises(BratsDataError, match=pattern):
+        load_slices(run, "flair", "train")
+    with pytest.raises(BratsDataError, match=pattern):
+        read_case_images(run, "BraTS2021_00001", "flair")
+    lazy = SliceDataset.from_run(run, "flair", "train")
+    with pytest.raises(BratsDataError, match=pattern):
+        lazy[0]
+    flair.write_bytes(b"")
+    with pytest.raises(BratsDataError, match=pattern):
+        read_case_images(run, "BraTS2021_00001", "flair")
+    masks = run / "slices" / "BraTS2021_00002" / "wt.npy"
+    masks.write_bytes(masks.read_bytes()[:-5])
+    with pytest.raises(BratsDataError, match=r"BraTS2021_00002/wt\.npy is truncated"):
+        load_slices(run, "t1", "val")
+    assert len(load_slices(run, "t1", "test")) == 3  # intact cases still load
+
+
+def test_unknown_and_partly_missing_modalities_have_consistent_messages(tmp_path):
+    run = small_run(tmp_path)
+    with pytest.raises(BratsDataError, match="unknown modality 't3'; valid names: t1, t1ce, t2, flair"):
+        load_slices(run, "t3", "test")
+    with pytest.raises(BratsDataError, match="unknown modality 't3'"):
+        read_case_images(run, "BraTS2021_00001", "t3")
+    # the file is gone although case.json lists t1: an incomplete folder, not "not sliced"
+    (run / "slices" / "BraTS2021_00001" / "t1.npy").unlink()
+    with pytest.raises(BratsDataError, match=r"BraTS2021_00001/t1\.npy is missing although its "
+                                             r"case\.json lists 't1'.*rerun slicing") as error:
+        load_slices(run, "t1", "all")
+    assert "was not sliced" not in str(error.value)
+    # one case folder made by a run without t1: t1 is missing in 1 of 3 case folders
+    other = small_run(tmp_path / "other", modalities=("flair",))
+    (run / "slices" / "BraTS2021_00001").rename(tmp_path / "trash")
+    (other / "slices" / "BraTS2021_00001").rename(run / "slices" / "BraTS2021_00001")
+    with pytest.raises(BratsDataError, match=r"'t1' is missing in 1 of 3 case folders .*"
+                                             r"BraTS2021_00001, sliced with flair\)") as error:
+        load_slices(run, "t1", "all")
+    assert "was not sliced in" not in str(error.value)
+    with pytest.raises(BratsDataError, match=r"'t2' was not sliced in .* has flair, t1\)"):
+        load_slices(run, "t2", "val")
+
+
+def test_split_fingerprint_depends_only_on_the_case_split_pairs(tmp_path):
+    import hashlib
+
+    run = small_run(tmp_path)
+    pairs = "BraTS2021_00001,train\nBraTS2021_00002,val\nBraTS2021_00003,test\n"
+    expected = hashlib.sha256(pairs.encode()).hexdigest()[:16]
+    assert split_fingerprint(run) == expected and len(expected) == 16
+    # row order and spacing do not matter; moving a case does
+    (run / "split.csv").write_text("case_id,split\nBraTS2021_00003, test\nBraTS2021_00001,train\n"
+                                   "BraTS2021_00002,val\n")
+    assert split_fingerprint(run) == expected
+    (run / "split.csv").write_text("case_id,split\nBraTS2021_00001,val\nBraTS2021_00002,train\n"
+                                   "BraTS2021_00003,test\n")
+    assert split_fingerprint(run) != expected
+    with pytest.raises(BratsDataError, match="split.csv not found"):
+        split_fingerprint(tmp_path / "nowhere")

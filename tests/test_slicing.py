@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -394,3 +395,117 @@ def test_resized_codes_match_resizing_the_normalised_slices():
     reference = resize_images(normalised(volume)[z].astype(np.float32), 24)
     assert codes.shape == (3, 24, 24) and codes.dtype == np.uint16
     np.testing.assert_allclose(decode_images(codes), reference, rtol=0, atol=0.5 / 65535 + 1e-6)
+
+
+def test_rerun_redoes_cases_whose_npy_files_are_missing_truncated_or_reshaped(tmp_path):
+    small_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    slice_dataset(tmp_path / "data", run, config(modalities=("flair", "t1")), progress=False)
+    originals = {case_id: np.load(run / "slices" / case_id / "t1.npy") for case_id in CASES}
+    (run / "slices" / CASES[0] / "t1.npy").unlink()
+    wt = run / "slices" / CASES[1] / "wt.npy"
+    wt.write_bytes(wt.read_bytes()[:-50])  # truncated: header intact, data short
+    np.save(run / "slices" / CASES[2] / "t1.npy", np.zeros((2, 20, 20), np.uint16))  # 2 != 4 rows
+    with pytest.warns(UserWarning) as caught:
+        report = slice_dataset(tmp_path / "data", run, config(modalities=("flair", "t1")),
+                               progress=False)
+    assert [case.reused for case in report.cases] == [False, False, False]
+    reasons = [case.redone_because for case in report.cases]
+    assert "t1.npy is missing" in reasons[0]
+    assert "wt.npy is truncated" in reasons[1]
+    assert "shape (2, 20, 20), expected (4, 20, 20)" in reasons[2]
+    messages = " ".join(str(w.message) for w in caught)
+    assert all(f"case {case_id}" in messages for case_id in CASES)
+    assert "redone " + CASES[1] in report.table()
+    for case_id in CASES:
+        np.testing.assert_array_equal(np.load(run / "slices" / case_id / "t1.npy"),
+                                      originals[case_id])
+    # a complete folder is reused without a word
+    with warnings_as_errors():
+        report = slice_dataset(tmp_path / "data", run, config(modalities=("flair", "t1")),
+                               progress=False)
+    assert all(case.reused and not case.redone_because for case in report.cases)
+
+
+def warnings_as_errors():
+    """Context in which any warning fails the test."""
+    return warnings.catch_warnings(action="error")
+
+
+def test_a_changed_split_is_reported_with_the_moved_cases(tmp_path):
+    from amecam_lib.slices import split_fingerprint
+
+    small_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    slice_dataset(tmp_path / "data", run, config(), progress=False)
+    before = dict(row.values() for row in read_csv(run / "split.csv"))
+    fingerprint = split_fingerprint(run)
+    with warnings_as_errors():  # same seed: same split, no warning
+        report = slice_dataset(tmp_path / "data", run, config(), progress=False)
+    assert report.split_moved == [] and split_fingerprint(run) == fingerprint
+    # swap the splits of two cases through a split file
+    first, second = CASES[0], CASES[1]
+    if before[first] == before[second]:
+        second = CASES[2]
+    swapped = {**before, first: before[second], second: before[first]}
+    split_file = tmp_path / "swapped.csv"
+    split_file.write_text("case_id,split\n" + "".join(f"{c},{s}\n" for c, s in swapped.items()))
+    with pytest.warns(UserWarning, match=r"split\.csv changed: 2 case\(s\) moved"):
+        report = slice_dataset(tmp_path / "data", run, config(), split_file=split_file,
+                               progress=False)
+    assert report.split_moved == sorted([first, second])
+    assert "split.csv changed: 2 case(s) moved" in report.table()
+    assert split_fingerprint(run) != fingerprint
+    assert all(case.reused for case in report.cases)  # the slices themselves are unchanged
+
+
+def test_image_size_above_the_bound_is_rejected_before_any_work(tmp_path):
+    small_dataset(tmp_path / "data")
+    with pytest.raises(BratsDataError, match=r"image_size must be an integer in \[8, 1024\].*100000"):
+        slice_dataset(tmp_path / "data", tmp_path / "run", config(image_size=100000),
+                      progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_one_line_errors_for_interrupt_folder_split_file_and_file_out(tmp_path, capsys,
+                                                                          monkeypatch):
+    cli = load_cli()
+    small_dataset(tmp_path / "data")
+    base = ["--data-dir", str(tmp_path / "data"), "--image-size", "20", "--no-progress"]
+
+    (tmp_path / "a_file").write_text("not a folder")
+    status = cli.main([*base, "--out", str(tmp_path / "a_file")])
+    captured = capsys.readouterr()
+    assert status == 2 and captured.err.count("\n") == 1
+    assert f"--out {tmp_path / 'a_file'} is a file, not a folder" in captured.err
+
+    status = cli.main([*base, "--out", str(tmp_path / "run"), "--split-file", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert status == 2 and captured.err.count("\n") == 1 and "is a folder" in captured.err
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "slice_dataset", interrupted)
+    status = cli.main([*base, "--out", str(tmp_path / "run")])
+    captured = capsys.readouterr()
+    assert status == 130 and captured.err.count("\n") == 1
+    assert "interrupted; rerun to resume" in captured.err and "Traceback" not in captured.err
+
+
+def test_cli_prints_a_changed_split_as_one_warning_line(tmp_path, capsys):
+    cli = load_cli()
+    small_dataset(tmp_path / "data")
+    base = ["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+            "--image-size", "20", "--no-progress"]
+    assert cli.main([*base, "--seed", "0"]) == 0
+    capsys.readouterr()
+    before = read_csv(tmp_path / "run" / "split.csv")
+    for seed in range(1, 50):  # a seed that moves at least one case
+        assert cli.main([*base, "--seed", str(seed)]) == 0
+        captured = capsys.readouterr()
+        if read_csv(tmp_path / "run" / "split.csv") != before:
+            break
+    lines = [line for line in captured.err.splitlines() if "split.csv changed" in line]
+    assert len(lines) == 1 and lines[0].startswith("slice_brats: warning: ")
+    assert "split.csv changed" in captured.out  # the table says it too

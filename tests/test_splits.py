@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from amecam_lib.releases import BratsDataError
-from amecam_lib.splits import make_split, read_split_file, split_sizes, write_split
+from amecam_lib.splits import make_split, read_split, read_split_file, split_sizes, write_split
 
 CASES = [f"BraTS2021_{i:05d}" for i in range(7)]
 
@@ -66,6 +66,8 @@ def test_user_split_file_errors(tmp_path, rows, message):
 def test_user_split_file_missing_or_bad_header(tmp_path):
     with pytest.raises(BratsDataError, match="does not exist"):
         read_split_file(tmp_path / "none.csv", CASES)
+    with pytest.raises(BratsDataError, match="is a folder, not a CSV file"):
+        read_split_file(tmp_path, CASES)
     (tmp_path / "h.csv").write_text("case,fold\nBraTS2021_00000,train\n")
     with pytest.raises(BratsDataError, match="header"):
         read_split_file(tmp_path / "h.csv", CASES)
@@ -73,3 +75,12 @@ def test_user_split_file_missing_or_bad_header(tmp_path):
 
 def test_user_split_file_is_used_as_given(tmp_path):
     assert read_split_file(write_csv(tmp_path / "s.csv", GOOD), CASES) == dict(sorted(GOOD))
+
+
+def test_read_split_reads_a_run_split_without_a_case_list(tmp_path):
+    path = tmp_path / "split.csv"
+    write_split(path, {"b": "val", "a": "train", "c": "test"})
+    assert read_split(path) == {"a": "train", "b": "val", "c": "test"}
+    path.write_text("case_id,split\na,train\na,val\n")
+    with pytest.raises(BratsDataError, match="line 3: case 'a' listed twice"):
+        read_split(path)

@@ -127,7 +127,7 @@ def test_nan_intensity_names_the_file(tmp_path):
     flair = ramp(SHAPE).astype(np.float32)
     flair[2, 2, 2] = np.nan
     case = one_case(tmp_path, images={"flair": flair})
-    with pytest.raises(BratsDataError, match=r"_flair\.nii\.gz: NaN"):
+    with pytest.raises(BratsDataError, match=r"^case BraTS2021_00001: .*_flair\.nii\.gz: NaN"):
         load_case(case, ["flair"])
     load_case(case, ["t1"])  # only the requested modalities are read
 
