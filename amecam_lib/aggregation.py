@@ -44,7 +44,7 @@ from amecam_lib.device import pick_device, seed_everything
 from amecam_lib.losses.c2am import c2am_loss
 from amecam_lib.models.attention import AttentionNet
 from amecam_lib.models.multi_exit import N_EXITS, MultiExitResNet, upsample_maps
-from amecam_lib.phases import load_multi_exit, phase_dir
+from amecam_lib.phases import checkpoint_data_config, load_multi_exit, phase_dir
 from amecam_lib.slices import load_slices
 from amecam_lib.training import History, fit, load_checkpoint
 
@@ -283,7 +283,8 @@ def train_attention(run_dir: str | Path, modality: str, preset: Preset, exits: S
     run_device = pick_device(device or "auto")
     classifier = load_multi_exit(run_dir, modality, "best", device=run_device)
     classifier_checkpoint = phase_dir(run_dir, modality, "multi_exit") / "best.pt"
-    classifier_epoch = int(load_checkpoint(classifier_checkpoint)["epoch"])
+    classifier_state = load_checkpoint(classifier_checkpoint)
+    classifier_epoch = int(classifier_state["epoch"])
 
     train_set = load_slices(run_dir, modality, "train", exclude_ambiguous=preset.data.exclude_ambiguous)
     val_set = load_slices(run_dir, modality, "val", exclude_ambiguous=False)
@@ -300,7 +301,8 @@ def train_attention(run_dir: str | Path, modality: str, preset: Preset, exits: S
                         drop_last=len(train_images) > settings.batch_size)
 
     seed_everything(preset.seed)
-    attention = AttentionNet(n_maps=len(exits), final_bn_relu=getattr(settings, "final_bn_relu", False))
+    attention = AttentionNet(n_maps=len(exits), hidden=getattr(settings, "hidden", 32),
+                             final_bn_relu=getattr(settings, "final_bn_relu", False))
     model = _AttentionWithFrozenClassifier(attention, classifier)
 
     def train_step(net, batch, step_device):
@@ -313,9 +315,10 @@ def train_attention(run_dir: str | Path, modality: str, preset: Preset, exits: S
         return _diagnostics(net, val_images, val_maps, exits, settings, eval_device)
 
     config = {"phase": "aggregation", "modality": modality, "exits": list(exits),
-              "data": dataclasses.asdict(preset.data), "aggregation": dataclasses.asdict(settings),
+              "data": checkpoint_data_config(run_dir, preset), "aggregation": dataclasses.asdict(settings),
               "seed": preset.seed, "classifier": {"checkpoint": str(classifier_checkpoint),
-                                                  "epoch": classifier_epoch}}
+                                                  "epoch": classifier_epoch,
+                                                  "config": classifier_state["config"]}}
     return fit(model, train_step=train_step, train_loader=loader, params=list(attention.parameters()),
                epochs=settings.epochs, lr=settings.lr, min_lr=settings.min_lr,
                weight_decay=settings.weight_decay, optimizer=settings.optimizer, momentum=settings.momentum,
@@ -345,7 +348,7 @@ def load_attention(run_dir: str | Path, modality: str, exits: Sequence[int] = AL
         raise FileNotFoundError(f"no attention checkpoint at {path}; train it first (train_attention, notebook 04)")
     checkpoint = load_checkpoint(path)
     settings = checkpoint["config"]["aggregation"]
-    attention = AttentionNet(n_maps=len(checkpoint["config"]["exits"]),
+    attention = AttentionNet(n_maps=len(checkpoint["config"]["exits"]), hidden=settings.get("hidden", 32),
                              final_bn_relu=settings.get("final_bn_relu", False))
     attention.load_state_dict(checkpoint["model"])
     return attention.to(pick_device(device)).eval()

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Sequence
@@ -64,6 +65,8 @@ from amecam_lib.models.multi_exit import N_EXITS, ExitLogit, MultiExitResNet
 
 AME_METHODS: tuple[str, ...] = ("ame_cam", "avg_me", "exit1", "exit2", "exit3", "exit4", "exit2_3")
 BASELINE_METHODS: tuple[str, ...] = ("grad_cam", "layer_cam", "layer_cam_last", "score_cam")
+GRADIENT_METHODS: tuple[str, ...] = ("grad_cam", "layer_cam", "layer_cam_last")
+"""Baselines computed from one shared forward + backward pass (see :meth:`CamMethods.compute`)."""
 CRF_METHODS: dict[str, str] = {"ame_cam_crf": "ame_cam"}
 """Mask-level methods -> the CAM they refine with DenseCRF."""
 METHODS: tuple[str, ...] = ("ame_cam_crf", *AME_METHODS, *BASELINE_METHODS, "intensity")
@@ -131,13 +134,22 @@ class CamMethods:
 
     # -- public ------------------------------------------------------------------------------------
 
-    def compute(self, images, methods: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def compute(self, images, methods: Sequence[str] | None = None,
+                timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
         """CAMs of a batch of slices.
+
+        Work shared between methods is done once per call: one forward of the multi-exit network
+        gives the exit maps of every AME-CAM-family method, and one forward + backward pass gives
+        every gradient baseline asked for together (``grad_cam``, ``layer_cam``, ``layer_cam_last``
+        read the same stage activations and gradients; each is then computed by its own
+        pytorch-grad-cam class). Ask for several methods in one call to profit.
 
         Args:
             images: ``(B, 1, S, S) float32`` in [0, 1] (NumPy or torch).
             methods: names from :data:`METHODS` (default: all). ``ame_cam_crf`` returns the
                 ``ame_cam`` map it is made from (the CRF is applied to masks, in the evaluation).
+            timings: if given, filled with ``{name: seconds}`` for this batch: what the method
+                would cost on its own (a shared pass is counted in full for every method using it).
 
         Returns:
             ``{name: (B, S, S) float32 in [0, 1]}`` (NumPy), high = tumour.
@@ -151,29 +163,46 @@ class CamMethods:
         if unknown:
             raise ValueError(f"unknown CAM method(s) {unknown}; known: {METHODS}")
         image_tensor = self._images(images)
-        exit_maps = None
+        sources = tuple(dict.fromkeys(CRF_METHODS.get(m, m) for m in methods))
         maps: dict[str, torch.Tensor] = {}
-        for method in methods:
-            source = CRF_METHODS.get(method, method)
+        seconds: dict[str, float] = {}
+        gradient_sources = [m for m in sources if m in GRADIENT_METHODS]
+        if gradient_sources:
+            started = time.perf_counter()
+            maps.update(self._gradient_baselines(gradient_sources, image_tensor))
+            seconds.update(dict.fromkeys(gradient_sources, time.perf_counter() - started))
+        exit_maps, exit_seconds = None, 0.0
+        for source in sources:
             if source in maps:
-                maps[method] = maps[source]
                 continue
+            started = time.perf_counter()
             if source in AME_METHODS:
                 if exit_maps is None:
                     exit_maps = self.exit_maps(image_tensor)
-                maps[method] = self._ame_family(source, image_tensor, exit_maps)
-            elif source in BASELINE_METHODS:
-                maps[method] = self._baseline(source, image_tensor)
-            else:  # intensity
-                maps[method] = normalise_maps(image_tensor[:, 0])
-        brain = (image_tensor[:, 0] > 0).float() if self.config.restrict_to_brain else None
+                    exit_seconds = time.perf_counter() - started
+                    started = time.perf_counter()
+                maps[source] = self._ame_family(source, image_tensor, exit_maps)
+                seconds[source] = exit_seconds + time.perf_counter() - started
+            else:  # score_cam or intensity
+                maps[source] = (self._baseline(source, image_tensor) if source in BASELINE_METHODS
+                                else normalise_maps(image_tensor[:, 0]))
+                seconds[source] = time.perf_counter() - started
+        brain = (image_tensor[:, 0] > 0).float().cpu() if self.config.restrict_to_brain else None
         result = {}
-        for method, cam in maps.items():
-            cam = cam.detach().float().cpu()
+        for method in methods:
+            cam = maps[CRF_METHODS.get(method, method)].detach().float().cpu()
             if brain is not None:
-                cam = cam * brain.cpu()
+                cam = cam * brain
             result[method] = np.ascontiguousarray(cam.clamp(0.0, 1.0).numpy(), dtype=np.float32)
+            if timings is not None:
+                timings[method] = seconds[CRF_METHODS.get(method, method)]
         return result
+
+    @torch.no_grad()
+    def tumour_probability(self, images) -> np.ndarray:
+        """The classifier's own slice prediction: exit-4 tumour probability, ``(B,) float32`` in [0, 1]."""
+        image_tensor = self._images(images)
+        return torch.sigmoid(self.tumour_logit(image_tensor)[:, 0]).float().cpu().numpy()
 
     @torch.no_grad()
     def exit_maps(self, images) -> torch.Tensor:
@@ -217,29 +246,52 @@ class CamMethods:
 
     # -- baselines -----------------------------------------------------------------------------------
 
-    def _baseline(self, method: str, images: torch.Tensor) -> torch.Tensor:
+    def _gradient_baselines(self, methods: Sequence[str], images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Grad-CAM / LayerCAM maps of ``methods`` (subset of :data:`GRADIENT_METHODS`) from ONE
+        forward + backward pass.
+
+        Every method's pytorch-grad-cam object hooks its layers; the first one runs the pass (its
+        hooks and the others' record the same activations and gradients), the others then run
+        their own ``compute_cam_per_layer`` + ``aggregate_multi_layers`` (the library's code after
+        the pass) on what they recorded. Same maps as calling each object on its own.
+        """
         stages = list(self.model.stages)
-        if method == "grad_cam":
-            cam_class, layers = GradCAM, stages[-1:]
-        elif method == "layer_cam":
-            cam_class, layers = _PaperLayerCAM, stages
-        elif method == "layer_cam_last":
-            cam_class, layers = LayerCAM, stages[-1:]
-        else:
-            cam_class, layers = ScoreCAM, stages[-1:]
+        specs = {"grad_cam": (GradCAM, stages[-1:]), "layer_cam": (_PaperLayerCAM, stages),
+                 "layer_cam_last": (LayerCAM, stages[-1:])}
         targets = [ClassifierOutputTarget(0)] * images.shape[0]
         # An input that requires grad makes the stage outputs require grad even when the
         # network's parameters are frozen (otherwise the library records no gradient).
-        input_images = images.detach().clone().requires_grad_(method != "score_cam")
-        cam_maps = None
-        with torch.enable_grad(), cam_class(model=self.tumour_logit, target_layers=layers) as cam:
-            if method == "score_cam":
-                cam.batch_size = self.config.score_cam_batch_size
-            with _quiet_tqdm():
-                cam_maps = cam(input_tensor=input_images, targets=targets)
+        input_images = images.detach().clone().requires_grad_(True)
+        cam_maps: dict[str, np.ndarray] = {}
+        with torch.enable_grad(), contextlib.ExitStack() as stack:
+            cam_objects = {method: stack.enter_context(specs[method][0](model=self.tumour_logit,
+                                                                        target_layers=specs[method][1]))
+                           for method in methods}
+            driver, *others = methods
+            cam_maps[driver] = cam_objects[driver](input_tensor=input_images, targets=targets)
+            for method in others:
+                per_layer = cam_objects[method].compute_cam_per_layer(input_images, targets, False)
+                cam_maps[method] = cam_objects[method].aggregate_multi_layers(per_layer)
         self.model.zero_grad(set_to_none=True)
+        missing = [m for m in methods if cam_maps.get(m) is None]
+        if missing:  # pytorch-grad-cam's __exit__ swallows an IndexError
+            raise RuntimeError(f"pytorch-grad-cam failed silently while computing {missing}")
+        return {method: normalise_maps(torch.from_numpy(np.asarray(cam_maps[method], dtype=np.float32)))
+                for method in methods}
+
+    def _baseline(self, method: str, images: torch.Tensor) -> torch.Tensor:
+        if method in GRADIENT_METHODS:
+            return self._gradient_baselines([method], images)[method]
+        if method != "score_cam":
+            raise ValueError(f"unknown baseline {method!r}")
+        targets = [ClassifierOutputTarget(0)] * images.shape[0]
+        cam_maps = None
+        with torch.enable_grad(), ScoreCAM(model=self.tumour_logit, target_layers=list(self.model.stages)[-1:]) as cam:
+            cam.batch_size = self.config.score_cam_batch_size
+            with _quiet_tqdm():
+                cam_maps = cam(input_tensor=images.detach().clone(), targets=targets)
         if cam_maps is None:  # pytorch-grad-cam's __exit__ swallows an IndexError
-            raise RuntimeError(f"pytorch-grad-cam failed silently while computing {method}")
+            raise RuntimeError("pytorch-grad-cam failed silently while computing score_cam")
         return normalise_maps(torch.from_numpy(np.asarray(cam_maps, dtype=np.float32)))
 
     # -- helpers ---------------------------------------------------------------------------------------

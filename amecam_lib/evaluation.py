@@ -11,7 +11,12 @@ Protocol (REFERENCE_NOTES "Inference and evaluation"):
   authors' protocol); none is dropped. Ground-truth masks are used here only, to score;
 - on the test slices labelled normal (label 0): the false-positive area, the fraction of the
   slice predicted tumour (0 is perfect);
-- seconds per slice of each method (map + mask, on this machine);
+- with ``EvaluationConfig.gate_by_prediction`` (label-free, every method alike): the mask of every
+  slice the classifier itself calls normal (exit-4 tumour probability < 0.5) is emptied;
+- seconds per slice of each method (map + mask, on this machine; a pass shared by several methods,
+  e.g. the exit maps, is counted in full for each of them: the cost of the method on its own);
+- ``evaluate(..., split="val", write=False)`` scores the val patients instead, to choose settings
+  without looking at the test patients;
 - Score-CAM runs on an evenly spaced subset of the tumour slices (and of the normal slices) when
   ``EvaluationConfig.score_cam_max_slices`` is set; its ``n_slices`` says how many.
 
@@ -201,7 +206,8 @@ def summary_row(method: str, modality: str, per_slice: pd.DataFrame, seconds_per
 # --- the whole evaluation ------------------------------------------------------------------------------
 
 def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequence[str] | None = None,
-             device: str | None = None, progress: bool = True, write: bool = True) -> EvaluationResult:
+             device: str | None = None, progress: bool = True, write: bool | None = None,
+             split: str = "test") -> EvaluationResult:
     """Evaluate every CAM method on the test split of one modality (paper Tables 1-3).
 
     Args:
@@ -212,7 +218,10 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
         methods: method names (default ``preset.evaluation.methods``).
         device: ``"auto"``/None, ``"cpu"``, ``"cuda"``.
         progress: a tqdm bar over methods.
-        write: write the files listed in the module docstring (False: only return the result).
+        write: write the files listed in the module docstring (False: only return the result);
+            default: True for ``split="test"``, False otherwise.
+        split: ``"test"`` (the reported numbers) or ``"val"`` (to compare design choices without
+            looking at the test patients; writing is then refused).
 
     Returns:
         :class:`EvaluationResult`.
@@ -228,10 +237,15 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; known: {METHODS}")
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    write = (split == "test") if write is None else write
+    if write and split != "test":
+        raise ValueError("evaluate writes results for split='test' only; pass write=False for the val split")
     run_device = pick_device(device or "auto")
-    slices = load_slices(run_dir, modality, "test", exclude_ambiguous=False)
+    slices = load_slices(run_dir, modality, split, exclude_ambiguous=False)
     if not (slices.labels == 1).any():
-        raise ValueError(f"the test split of {run_dir} has no tumour-labelled {modality} slice to score")
+        raise ValueError(f"the {split} split of {run_dir} has no tumour-labelled {modality} slice to score")
     model = load_multi_exit(run_dir, modality, "best", device=run_device)
     needs = {CRF_METHODS.get(m, m) for m in methods}
     attention = load_attention(run_dir, modality, ALL_EXITS, device=run_device) if "ame_cam" in needs else None
@@ -239,21 +253,41 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
     cams = CamMethods(model, attention, attention_2_3, config)
     spacing = pixel_spacing_mm(run_dir, slices.case_ids, slices.images.shape[-1])
 
+    # Maps: every method but Score-CAM in one pass over the slices (shared forward / backward
+    # passes, see CamMethods.compute); Score-CAM on its subset.
+    sources = tuple(dict.fromkeys(CRF_METHODS.get(m, m) for m in methods))
+    all_indices = np.arange(len(slices.labels))
+    source_indices = {source: subset_indices(slices.labels, config.score_cam_max_slices)
+                      if source == "score_cam" else all_indices for source in sources}
+    source_maps, map_seconds = {}, {}
+    for group in ([s for s in sources if s != "score_cam"], [s for s in sources if s == "score_cam"]):
+        if group:
+            chosen = source_indices[group[0]]
+            group_maps, group_seconds = _compute_maps(cams, group, slices.images[chosen], config.batch_size,
+                                                      progress=progress, desc=f"{modality} {'+'.join(group)}")
+            source_maps.update(group_maps)
+            map_seconds.update(group_seconds)
+    predicted_normal = None
+    if getattr(config, "gate_by_prediction", False):
+        started = time.perf_counter()
+        predicted_normal = np.concatenate([
+            cams.tumour_probability(slices.images[start:start + config.batch_size]) < 0.5
+            for start in range(0, len(all_indices), config.batch_size)])
+        gate_seconds = time.perf_counter() - started
+        map_seconds = {source: elapsed + gate_seconds * len(source_indices[source]) / len(all_indices)
+                       for source, elapsed in map_seconds.items()}
+
     maps, masks, indices, seconds, rows, per_slice_parts = {}, {}, {}, {}, [], []
-    map_seconds: dict[str, float] = {}
-    for method in tqdm(methods, desc=f"evaluate {modality}", disable=not progress):
+    for method in methods:
         source = CRF_METHODS.get(method, method)
-        chosen = subset_indices(slices.labels, config.score_cam_max_slices if source == "score_cam" else None)
-        if source in maps and np.array_equal(indices[source], chosen):
-            method_maps, elapsed = maps[source], map_seconds[source]
-        else:
-            method_maps, elapsed = _compute_maps(cams, source, slices.images[chosen], config.batch_size)
-            maps[source], map_seconds[source], indices[source] = method_maps, elapsed, chosen
+        chosen, method_maps, elapsed = source_indices[source], source_maps[source], map_seconds[source]
         started = time.perf_counter()
         if method in CRF_METHODS:
             method_masks = crf_masks(method_maps, slices.images[chosen], config)
         else:
             method_masks = threshold_masks(method_maps, config.threshold)
+        if predicted_normal is not None:
+            method_masks = method_masks & ~predicted_normal[chosen][:, None, None]
         elapsed += time.perf_counter() - started
         maps[method], masks[method], indices[method] = method_maps, method_masks, chosen
         seconds[method] = elapsed / max(len(chosen), 1)
@@ -271,13 +305,21 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
     return result
 
 
-def _compute_maps(cams: CamMethods, method: str, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
-    started = time.perf_counter()
-    parts = [cams.compute(images[start:start + batch_size], [method])[method]
-             for start in range(0, len(images), batch_size)]
+def _compute_maps(cams: CamMethods, methods: Sequence[str], images: np.ndarray, batch_size: int,
+                  progress: bool = False, desc: str = "") -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Maps of ``methods`` on ``(N, 1, S, S)`` images in batches: ``({name: (N, S, S)}, {name: seconds})``."""
+    parts: dict[str, list[np.ndarray]] = {method: [] for method in methods}
+    seconds = dict.fromkeys(methods, 0.0)
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress):
+        timings: dict[str, float] = {}
+        batch_maps = cams.compute(images[start:start + batch_size], methods, timings=timings)
+        for method in methods:
+            parts[method].append(batch_maps[method])
+            seconds[method] += timings[method]
     size = images.shape[-2:]
-    method_maps = np.concatenate(parts) if parts else np.zeros((0, *size), np.float32)
-    return method_maps, time.perf_counter() - started
+    maps = {method: np.concatenate(parts[method]) if parts[method] else np.zeros((0, *size), np.float32)
+            for method in methods}
+    return maps, seconds
 
 
 # --- files -------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def phase_dir(run_dir: str | Path, modality: str, phase: str) -> Path:
     return Path(run_dir) / check_modality(modality) / phase
 
 
-def _data_config(run_dir: str | Path, preset: Preset) -> dict:
+def checkpoint_data_config(run_dir: str | Path, preset: Preset) -> dict:
     """The data settings stored in a checkpoint's config, with the fingerprint of RUN/split.csv:
     re-slicing with another split makes the next run start fresh instead of resuming a model that
     saw today's test patients."""
@@ -94,7 +94,7 @@ def pretrain_supcon(run_dir: str | Path, modality: str, preset: Preset, device: 
         return supcon_loss(projections, labels=labels if use_labels else None,
                            temperature=settings.temperature)
 
-    config = {"phase": "pretrain", "modality": modality, "data": _data_config(run_dir, preset),
+    config = {"phase": "pretrain", "modality": modality, "data": checkpoint_data_config(run_dir, preset),
               "pretrain": dataclasses.asdict(settings), "arch": preset.multi_exit.arch,
               "norm": preset.multi_exit.norm, "seed": preset.seed}
     return fit(model, train_step=train_step, train_loader=loader, epochs=settings.epochs, lr=settings.lr,
@@ -164,7 +164,7 @@ def train_multi_exit(run_dir: str | Path, modality: str, preset: Preset, device:
                               name=f"val split ({modality})")
 
     out_dir = phase_dir(run_dir, modality, "multi_exit")
-    config = {"phase": "multi_exit", "modality": modality, "data": _data_config(run_dir, preset),
+    config = {"phase": "multi_exit", "modality": modality, "data": checkpoint_data_config(run_dir, preset),
               "multi_exit": dataclasses.asdict(settings), "seed": preset.seed, "init": init}
     history = fit(model, train_step=train_step, train_loader=loader, epochs=settings.epochs, lr=settings.lr,
                   min_lr=settings.min_lr, weight_decay=settings.weight_decay, optimizer=settings.optimizer,

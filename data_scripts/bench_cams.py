@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--methods", nargs="+", default=list(BENCH_METHODS))
+    parser.add_argument("--hidden", type=int, default=32,
+                        help="hidden width of the random attention network without --run-dir "
+                             "(32: the authors' architecture; the demo preset trains 16)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table as CSV here")
     return parser
 
@@ -68,7 +71,7 @@ def setup(args) -> tuple[CamMethods, torch.Tensor]:
     else:
         torch.manual_seed(0)
         model = MultiExitResNet().to(device).eval()
-        attention = AttentionNet(4).to(device).eval()
+        attention = AttentionNet(4, hidden=args.hidden).to(device).eval()
         images = torch.rand(args.n_images, 1, args.image_size, args.image_size)
     return CamMethods(model, attention), images
 
@@ -83,6 +86,22 @@ def images_per_second(cams: CamMethods, method: str, images: torch.Tensor, batch
     return len(images) / (time.perf_counter() - started)
 
 
+@torch.no_grad()
+def component_seconds(cams: CamMethods, images: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """Seconds per image of AME-CAM's two parts: the multi-exit forward (exit maps, upsampled and
+    normalised) and the attention network's forward on the masked slices."""
+    exit_seconds = attention_seconds = 0.0
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size].to(cams.device)
+        started = time.perf_counter()
+        exit_maps = cams.exit_maps(batch)
+        exit_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        cams.attention(batch * exit_maps)
+        attention_seconds += time.perf_counter() - started
+    return {"resnet_forward": exit_seconds / len(images), "attention_forward": attention_seconds / len(images)}
+
+
 def run(args) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,9 +113,12 @@ def run(args) -> list[dict]:
         order = args.methods if repeat % 2 == 0 else list(reversed(args.methods))  # interleave fairly
         for method in order:
             speeds[method].append(images_per_second(cams, method, images, args.batch_size))
+    parts = [component_seconds(cams, images, args.batch_size) for _ in range(args.repeats)]
+    for name in ("resnet_forward", "attention_forward"):
+        speeds[name] = [1.0 / part[name] for part in parts]
     reference = statistics.median(speeds["ame_cam"]) if "ame_cam" in speeds else None
     rows = []
-    for method in args.methods:
+    for method in speeds:
         median = statistics.median(speeds[method])
         rows.append({"method": method, "images_per_s": median, "min": min(speeds[method]),
                      "max": max(speeds[method]),
@@ -107,7 +129,8 @@ def run(args) -> list[dict]:
 def format_table(rows: list[dict], args) -> str:
     size = "run slices" if args.run_dir else f"{args.image_size} px"
     lines = [f"CAM inference, {args.n_images} slices ({size}), batch {args.batch_size}, "
-             f"{args.repeats} repeats, device {pick_device(args.device)}, {torch.get_num_threads()} threads",
+             f"{args.repeats} repeats, device {pick_device(args.device)}, {torch.get_num_threads()} threads; "
+             "resnet_forward + attention_forward = the two parts of ame_cam",
              f"{'method':<12} {'img/s (median)':>15} {'min':>8} {'max':>8} {'AME-CAM speed-up':>17}"]
     lines += [f"{r['method']:<12} {r['images_per_s']:>15.2f} {r['min']:>8.2f} {r['max']:>8.2f} "
               f"{r['ame_cam_speedup']:>16.2f}x" for r in rows]

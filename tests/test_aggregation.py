@@ -104,3 +104,20 @@ def test_aggregation_dir_names(tmp_path):
     for bad in [(), (3, 2), (0, 1), (2, 2)]:
         with pytest.raises(ValueError, match="exits"):
             aggregation_dir(tmp_path, "flair", bad)
+
+
+def test_load_attention_rebuilds_the_trained_hidden_width(tmp_path):
+    """A checkpoint trained with AggregationConfig.hidden=8 loads back with 8 hidden channels."""
+    from amecam_lib.aggregation import load_attention
+    from amecam_lib.models.attention import AttentionNet
+    from amecam_lib.training import CHECKPOINT_FORMAT
+
+    trained = AttentionNet(n_maps=2, hidden=8)
+    path = aggregation_dir(tmp_path, "flair", (2, 3)) / "best.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": CHECKPOINT_FORMAT, "model": trained.state_dict(), "epoch": 1,
+                "config": {"exits": [2, 3], "aggregation": {"hidden": 8, "final_bn_relu": False}}}, path)
+    loaded = load_attention(tmp_path, "flair", (2, 3))
+    assert loaded.hidden == 8 and loaded.n_maps == 2
+    for name, tensor in trained.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name

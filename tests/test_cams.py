@@ -123,3 +123,29 @@ def test_gradient_baselines_work_on_a_frozen_network(cams, images):
         parameter.requires_grad_(False)
     maps = CamMethods(frozen).compute(images, ["layer_cam_last"])["layer_cam_last"]
     np.testing.assert_allclose(maps, reference, atol=1e-5)
+
+
+def test_shared_gradient_pass_gives_the_same_maps_as_separate_calls(cams, images):
+    """grad_cam, layer_cam and layer_cam_last asked together share one forward + backward pass;
+    each must equal its map computed alone."""
+    together = cams.compute(images, ["layer_cam", "grad_cam", "layer_cam_last"])
+    for method in ("grad_cam", "layer_cam", "layer_cam_last"):
+        alone = cams.compute(images, [method])[method]
+        np.testing.assert_allclose(together[method], alone, atol=1e-5, err_msg=method)
+
+
+def test_timings_are_reported_per_method(cams, images):
+    timings = {}
+    maps = cams.compute(images, ["ame_cam_crf", "ame_cam", "exit1", "grad_cam", "intensity"], timings=timings)
+    assert set(timings) == set(maps)
+    assert all(seconds >= 0.0 for seconds in timings.values())
+    assert timings["ame_cam_crf"] == timings["ame_cam"]          # the same map, computed once
+    assert timings["ame_cam"] >= timings["exit1"] - 1e-9 or timings["exit1"] < 1e-3  # exit maps + A
+
+
+def test_tumour_probability_is_exit4_sigmoid(cams, images):
+    probability = cams.tumour_probability(images)
+    with torch.no_grad():
+        expected = torch.sigmoid(cams.model(images).logits[:, 3]).numpy()
+    np.testing.assert_allclose(probability, expected, atol=1e-6)
+    assert probability.shape == (2,) and probability.dtype == np.float32

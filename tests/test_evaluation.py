@@ -19,7 +19,7 @@ from amecam_lib.evaluation import (PAPER_RESULTS, RESULT_COLUMNS, evaluate, load
 from amecam_lib.export import export_case_masks
 from amecam_lib.losses.exits import multi_exit_loss
 from amecam_lib.models.multi_exit import MultiExitResNet
-from amecam_lib.phases import phase_dir
+from amecam_lib.phases import load_multi_exit, phase_dir
 from amecam_lib.slices import load_slices
 from amecam_lib.training import fit
 
@@ -133,3 +133,25 @@ def test_evaluate_writes_every_table_and_exports(trained_run):
 def test_unknown_method_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown method"):
         evaluate(tmp_path, "flair", get_preset("smoke"), methods=["bogus"])
+
+
+def test_val_split_is_never_written(tmp_path):
+    with pytest.raises(ValueError, match="split='test' only"):
+        evaluate(tmp_path, "flair", get_preset("smoke"), split="val", write=True)
+    with pytest.raises(ValueError, match="split must be"):
+        evaluate(tmp_path, "flair", get_preset("smoke"), split="train")
+
+
+@pytest.mark.slow
+def test_gating_by_prediction_empties_masks_of_slices_called_normal(trained_run):
+    run, preset, _ = trained_run
+    methods = ["exit1", "intensity"]
+    plain = evaluate(run, "flair", preset, methods=methods, device="cpu", progress=False, write=False)
+    gated = evaluate(run, "flair", preset.with_overrides(gate_by_prediction=True), methods=methods,
+                     device="cpu", progress=False, write=False)
+    model = load_multi_exit(run, "flair", "best", device="cpu")
+    with torch.no_grad():
+        called_normal = torch.sigmoid(model(torch.from_numpy(plain.slices.images)).logits[:, 3]).numpy() < 0.5
+    for method in methods:
+        assert not gated.masks[method][called_normal].any()
+        np.testing.assert_array_equal(gated.masks[method][~called_normal], plain.masks[method][~called_normal])

@@ -110,8 +110,8 @@ def test_checkpoint_config_carries_the_split_fingerprint(tmp_path):
     from amecam_lib.phases import _data_config
 
     (tmp_path / "split.csv").write_text("case_id,split\nA,train\nB,val\nC,test\n")
-    before = _data_config(tmp_path, get_preset("smoke"))
+    before = checkpoint_data_config(tmp_path, get_preset("smoke"))
     (tmp_path / "split.csv").write_text("case_id,split\nA,test\nB,val\nC,train\n")
-    after = _data_config(tmp_path, get_preset("smoke"))
+    after = checkpoint_data_config(tmp_path, get_preset("smoke"))
     assert before["image_size"] == 64
     assert before["split_fingerprint"] != after["split_fingerprint"]
