@@ -107,7 +107,7 @@ def test_load_multi_exit_missing_checkpoint(tmp_path):
 
 def test_checkpoint_config_carries_the_split_fingerprint(tmp_path):
     """A run folder re-sliced with another split must not resume models trained on the old one."""
-    from amecam_lib.phases import _data_config
+    from amecam_lib.phases import checkpoint_data_config
 
     (tmp_path / "split.csv").write_text("case_id,split\nA,train\nB,val\nC,test\n")
     before = checkpoint_data_config(tmp_path, get_preset("smoke"))
