@@ -22,7 +22,6 @@ from pathlib import Path
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
-from IPython.display import display
 from matplotlib.figure import Figure
 
 from amecam_lib.config import MODALITIES
@@ -43,6 +42,17 @@ def _load(data_dir: str, case_id: str) -> CaseVolumes:
     if case_id not in cases:
         raise KeyError(f"case {case_id!r} not found in {data_dir}; cases: {sorted(cases)}")
     return load_case(cases[case_id], MODALITIES)
+
+
+def _show_in(output: widgets.Output, fig: Figure) -> None:
+    """Replace what ``output`` shows by ``fig``.
+
+    Sets the widget's outputs directly (``append_display_data``) instead of capturing with
+    ``with output: clear_output(); display(fig)``: the capture path routes through the kernel's
+    output hooks and was seen to hang a papermill-executed kernel (ipykernel 7, ipywidgets 8).
+    """
+    output.outputs = ()
+    output.append_display_data(fig)
 
 
 def _manifest(run_dir: str | os.PathLike | None) -> pd.DataFrame | None:
@@ -113,9 +123,7 @@ def slice_browser(data_dir: str | os.PathLike, run_dir: str | os.PathLike | None
                    mask=tumour if contour_box.value else None)
         ax.set_title(_slice_caption(manifest, case_box.value, z_slider.value, int(tumour.sum())),
                      fontsize=8)
-        with output:
-            output.clear_output(wait=True)
-            display(fig)
+        _show_in(output, fig)
 
     for control in (case_box, modality_box, z_slider, contour_box):
         control.observe(redraw, names="value")
@@ -204,9 +212,7 @@ def method_browser(images: np.ndarray, masks: np.ndarray,
         show_slice(axes[0], images[index], mask=masks[index], title=captions[index])
         show_slice(axes[1], images[index], mask=masks[index], heat_map=cam, title=method)
         show_mask(axes[2], cam >= threshold, contour=masks[index], title=f"map >= {threshold:g}")
-        with output:
-            output.clear_output(wait=True)
-            display(fig)
+        _show_in(output, fig)
 
     slice_box.observe(redraw, names="value")
     method_box.observe(redraw, names="value")

@@ -72,6 +72,7 @@ def notebook_parameters(args: argparse.Namespace, data_dir: Path, run_dir: Path)
         "seed": args.seed,
         "split_file": None if args.split_file is None else str(args.split_file.resolve()),
         "workers": args.workers,
+        "interactive": False,        # no live kernel: notebooks show static figures, no widgets
     }
 
 

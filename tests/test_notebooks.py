@@ -46,6 +46,11 @@ def _tags(cell) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
 
 
+def _python(source: str) -> str:
+    """A code cell without its IPython magics (``%matplotlib inline``)."""
+    return "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%"))
+
+
 # --- static checks on the committed notebooks (fast) ------------------------------------------------
 
 def test_the_series_is_the_five_numbered_notebooks():
@@ -75,7 +80,9 @@ def test_notebook_skeleton(name):
     assert cells[0].cell_type == "markdown" and cells[0].source.startswith(f"# {name[:2]} "), \
         "first cell must be the markdown title '# NN ...'"
     assert "What it needs" in cells[0].source and "What it produces" in cells[0].source
-    assert cells[1].cell_type == "code" and cells[1].source.lstrip().startswith(("import", "from"))
+    imports = _python(cells[1].source)
+    assert cells[1].cell_type == "code" and imports.startswith(("import", "from"))
+    assert "%matplotlib inline" in cells[1].source, "figures are shown by the inline backend"
     tagged = [i for i, cell in enumerate(cells) if "parameters" in _tags(cell)]
     assert len(tagged) == 1 and cells[tagged[0]].cell_type == "code", "exactly one code cell tagged parameters"
     assert tagged[0] < 5, "the parameters cell comes right after the imports"
@@ -101,7 +108,7 @@ def test_notebook_defines_no_long_function(name):
     for index, cell in enumerate(_read(NOTEBOOK_DIR / name).cells):
         if cell.cell_type != "code":
             continue
-        for node in ast.walk(ast.parse(cell.source)):
+        for node in ast.walk(ast.parse(_python(cell.source))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 length = node.end_lineno - node.lineno + 1
                 assert length <= MAX_FUNCTION_LINES, f"{name} cell {index}: {node.name} is {length} lines"
