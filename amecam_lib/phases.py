@@ -46,6 +46,10 @@ def phase_dir(run_dir: str | Path, modality: str, phase: str) -> Path:
     return Path(run_dir) / check_modality(modality) / phase
 
 
+SELECT_MODES = {f"auc_exit{N_EXITS}": "max", "val_loss": "min"}
+"""Metrics that may pick the multi-exit ``best.pt`` (``MultiExitConfig.select_by``) and their direction."""
+
+
 def checkpoint_data_config(run_dir: str | Path, preset: Preset) -> dict:
     """The data settings stored in a checkpoint's config, with the fingerprint of RUN/split.csv:
     re-slicing with another split makes the next run start fresh instead of resuming a model that
@@ -125,6 +129,9 @@ def train_multi_exit(run_dir: str | Path, modality: str, preset: Preset, device:
     if settings.class_balance not in CLASS_BALANCES:
         raise ValueError(f"preset.multi_exit.class_balance must be one of {CLASS_BALANCES}, "
                          f"got {settings.class_balance!r}")
+    if settings.select_by not in SELECT_MODES:
+        raise ValueError(f"preset.multi_exit.select_by must be one of {tuple(SELECT_MODES)}, "
+                         f"got {settings.select_by!r}")
     train_set = load_slices(run_dir, modality, "train", exclude_ambiguous=preset.data.exclude_ambiguous)
     val_set = load_slices(run_dir, modality, "val", exclude_ambiguous=False)
     _check_two_classes(np.asarray(val_set.labels), f"val split of {run_dir} ({modality})")
@@ -168,8 +175,8 @@ def train_multi_exit(run_dir: str | Path, modality: str, preset: Preset, device:
               "multi_exit": dataclasses.asdict(settings), "seed": preset.seed, "init": init}
     history = fit(model, train_step=train_step, train_loader=loader, epochs=settings.epochs, lr=settings.lr,
                   min_lr=settings.min_lr, weight_decay=settings.weight_decay, optimizer=settings.optimizer,
-                  out_dir=out_dir, config=config, evaluate=evaluate, monitor=f"auc_exit{N_EXITS}",
-                  monitor_mode="max", device=device or "auto", seed=preset.seed,
+                  out_dir=out_dir, config=config, evaluate=evaluate, monitor=settings.select_by,
+                  monitor_mode=SELECT_MODES[settings.select_by], device=device or "auto", seed=preset.seed,
                   desc=f"multi-exit {modality}", progress=progress)
     best = history.records[history.best_epoch - 1]
     rows = ["exit,accuracy,auc"] + [f"{i},{best[f'acc_exit{i}']:.6f},{best[f'auc_exit{i}']:.6f}"

@@ -132,7 +132,8 @@ def fit(model: nn.Module, *, train_step: TrainStep, train_loader: Iterable, epoc
         optimizer: ``"adam"`` or ``"sgd"`` (with ``momentum``).
         weight_decay: L2 weight decay of the optimizer.
         evaluate: optional ``(model, device) -> {metric: float}`` run after every epoch.
-        monitor: key of ``evaluate``'s dict that selects ``best.pt``; None = last epoch.
+        monitor: key of ``evaluate``'s dict that selects ``best.pt`` (a tie goes to the later
+            epoch); None = last epoch.
         monitor_mode: ``"max"`` (e.g. AUC) or ``"min"`` (e.g. a loss).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``... (:func:`amecam_lib.device.pick_device`).
         seed: seeds Python, NumPy and torch before training (restored RNG states on resume).
@@ -348,8 +349,10 @@ def _update_best(history: History, record: dict) -> bool:
     value = record[history.monitor]
     if not math.isfinite(value):
         raise ValueError(f"monitor {history.monitor!r} is {value} at epoch {record['epoch']}")
+    # A tie goes to the later epoch: a small validation set saturates metrics such as AUC early,
+    # and the later epoch has trained longer.
     better = (history.best_value is None
-              or (value > history.best_value if history.monitor_mode == "max" else value < history.best_value))
+              or (value >= history.best_value if history.monitor_mode == "max" else value <= history.best_value))
     if better:
         history.best_epoch, history.best_value = record["epoch"], value
     return better

@@ -193,3 +193,28 @@ def test_pick_device_and_seeding():
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     seed_everything(5)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_best_epoch_tie_goes_to_the_later_epoch():
+    from amecam_lib.training import History, _update_best
+
+    history = History(monitor="auc_exit4", monitor_mode="max")
+    assert _update_best(history, {"epoch": 1, "auc_exit4": 1.0})
+    assert _update_best(history, {"epoch": 2, "auc_exit4": 1.0})
+    assert not _update_best(history, {"epoch": 3, "auc_exit4": 0.99})
+    assert history.best_epoch == 2
+    losses = History(monitor="val_loss", monitor_mode="min")
+    for epoch, loss in enumerate([0.9, 0.5, 0.7], start=1):
+        _update_best(losses, {"epoch": epoch, "val_loss": loss})
+    assert losses.best_epoch == 2
+
+
+def test_unknown_select_by_is_named(tmp_path):
+    import pytest
+
+    from amecam_lib.config import get_preset
+    from amecam_lib.phases import train_multi_exit
+
+    preset = get_preset("smoke").with_overrides(**{"multi_exit.select_by": "dice"})
+    with pytest.raises(ValueError, match="select_by"):
+        train_multi_exit(tmp_path, "flair", preset, device="cpu", progress=False)
