@@ -11,7 +11,7 @@ import torch
 
 from amecam_lib.config import get_preset
 from amecam_lib.models.multi_exit import MultiExitResNet
-from amecam_lib.phases import (embed, evaluate_exits, load_multi_exit, phase_dir, predict_exits,
+from amecam_lib.phases import (SELECT_MODES, embed, evaluate_exits, load_multi_exit, phase_dir, predict_exits,
                                pretrain_supcon, train_multi_exit)
 from amecam_lib.slices import load_slices
 
@@ -42,8 +42,14 @@ def test_multi_exit_loss_goes_down_and_metrics_are_logged(trained_run):
     assert len(losses) == 3 and losses[-1] < losses[0]
     for name in METRICS:
         assert all(0.0 <= value <= 1.0 for value in history.column(name))
-    best_auc = max(history.column("auc_exit4"))
-    assert history.best_value == best_auc and history.records[history.best_epoch - 1]["auc_exit4"] == best_auc
+    # best.pt is the epoch with the best preset.multi_exit.select_by (smoke: lowest val_loss),
+    # the later epoch on a tie
+    select_by = trained_run.preset.multi_exit.select_by
+    values = history.column(select_by)
+    best_value = max(values) if SELECT_MODES[select_by] == "max" else min(values)
+    last_best_epoch = max(i for i, value in enumerate(values, start=1) if value == best_value)
+    assert history.best_value == best_value and history.best_epoch == last_best_epoch
+    best_auc = history.records[history.best_epoch - 1]["auc_exit4"]
     with open(phase_dir(trained_run.run_dir, "flair", "multi_exit") / "val_metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["exit"] for row in rows] == ["1", "2", "3", "4"]
