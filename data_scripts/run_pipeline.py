@@ -85,10 +85,17 @@ def failure_message(notebook: str, error: PapermillExecutionError) -> str:
 
 
 def run_series(args: argparse.Namespace) -> int:
-    """Execute the notebooks; return the process exit status (0 ok, 1 a notebook failed)."""
-    data_dir = resolve_data_dir(args.data_dir)
-    run_dir = resolve_run_dir(args.out, args.preset, args.modality).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Execute the notebooks; return the process exit status (0 ok, 1 a notebook failed,
+    2 a bad data folder or run folder)."""
+    try:
+        data_dir = resolve_data_dir(args.data_dir)
+        run_dir = resolve_run_dir(args.out, args.preset, args.modality).resolve()
+        if run_dir.exists() and not run_dir.is_dir():
+            raise NotADirectoryError(f"--out {run_dir} is a file, not a folder")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as error:        # bad paths: one line, no traceback
+        print(f"run_pipeline: {error}", file=sys.stderr)
+        return 2
     parameters = notebook_parameters(args, data_dir, run_dir)
     chosen = [name for name in NOTEBOOKS if args.only is None or name[:2] in args.only]
     print(f"run folder: {run_dir}\ndata: {data_dir}\npreset={args.preset} modality={args.modality}",

@@ -89,3 +89,19 @@ def test_select_maps():
     assert selected["a"][:, 0, 0].tolist() == [2, 1] and selected["b"][:, 0, 0].tolist() == [9, 7]
     with pytest.raises(KeyError, match="'b'"):
         select_maps(maps, indices, [0])
+
+
+def test_run_pipeline_bad_paths_give_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "data_scripts" / "run_pipeline.py"
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    for args, expected in ((["--data-dir", str(tmp_path / "nosuch")], "not found"),
+                           (["--out", str(a_file)], "is a file, not a folder")):
+        done = subprocess.run([sys.executable, str(script), "--preset", "smoke", *args],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert expected in done.stderr and "Traceback" not in done.stderr
