@@ -277,7 +277,7 @@ def train_attention(run_dir: str | Path, modality: str, preset: Preset, exits: S
     exits = _check_exits(exits)
     if settings.features not in FEATURE_CHOICES:
         raise ValueError(f"preset.aggregation.features must be one of {FEATURE_CHOICES}, got {settings.features!r}")
-    train_slices = getattr(settings, "train_slices", "tumour")
+    train_slices = settings.train_slices
     if train_slices not in TRAIN_SLICE_CHOICES:
         raise ValueError(f"preset.aggregation.train_slices must be one of {TRAIN_SLICE_CHOICES}, got {train_slices!r}")
     run_device = pick_device(device or "auto")
@@ -301,8 +301,8 @@ def train_attention(run_dir: str | Path, modality: str, preset: Preset, exits: S
                         drop_last=len(train_images) > settings.batch_size)
 
     seed_everything(preset.seed)
-    attention = AttentionNet(n_maps=len(exits), hidden=getattr(settings, "hidden", 32),
-                             final_bn_relu=getattr(settings, "final_bn_relu", False))
+    attention = AttentionNet(n_maps=len(exits), hidden=settings.hidden,
+                             final_bn_relu=settings.final_bn_relu)
     model = _AttentionWithFrozenClassifier(attention, classifier)
 
     def train_step(net, batch, step_device):

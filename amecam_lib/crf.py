@@ -114,4 +114,4 @@ def dense_crf_from_config(prob_map, image, config) -> np.ndarray:
                      gaussian_compat=config.crf_gaussian_compat,
                      bilateral_sxy=config.crf_bilateral_sxy, bilateral_srgb=config.crf_bilateral_srgb,
                      bilateral_compat=config.crf_bilateral_compat, iterations=config.crf_iterations,
-                     unary=getattr(config, "crf_unary", "softmax"))
+                     unary=config.crf_unary)

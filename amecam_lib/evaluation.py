@@ -268,7 +268,7 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
             source_maps.update(group_maps)
             map_seconds.update(group_seconds)
     predicted_normal = None
-    if getattr(config, "gate_by_prediction", False):
+    if config.gate_by_prediction:
         started = time.perf_counter()
         predicted_normal = np.concatenate([
             cams.tumour_probability(slices.images[start:start + config.batch_size]) < 0.5
