@@ -3,9 +3,9 @@
 
 For a slice I and its exit maps M_1..M_n (upsampled to the slice size)::
 
-    n(M_i)  per-image min-max normalisation to [0, 1]             (:func:`normalise_maps`)
-    S       = A([I * n(M_i)]_i)   softmax over i at every pixel      (Eq. 2, :func:`fuse`)
-    M_f     = sum_i S_i * n(M_i)  in [0, 1]                           (:func:`fuse`)
+    n(M_i)  per-image min-max normalisation to [0, 1]             (equations.normalise_maps)
+    S       = A([I * n(M_i)]_i)   softmax over i at every pixel      (Eq. 2, equations.fuse)
+    M_f     = sum_i S_i * n(M_i)  in [0, 1]                           (equations.fuse)
     v^f, v^b = features of I * M_f and of I * (1 - M_f)               (:func:`c2am_features`)
     loss    = SimMin(v^f, v^b) + SimMax(v^f, v^f) + SimMax(v^b, v^b)  (Eq. 3, losses.c2am)
 
@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from amecam_lib.config import Preset
 from amecam_lib.device import pick_device, seed_everything
+from amecam_lib.equations import fuse, normalise_maps  # noqa: F401  (also re-exported for callers)
 from amecam_lib.losses.c2am import c2am_loss
 from amecam_lib.models.attention import AttentionNet
 from amecam_lib.models.multi_exit import N_EXITS, MultiExitResNet, upsample_maps
@@ -54,56 +55,7 @@ ALL_EXITS: tuple[int, ...] = (1, 2, 3, 4)
 
 
 # --- the operations of Eq. 2-3 ---------------------------------------------------------------------
-
-def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
-    """Per-image, per-map min-max normalisation n(.) of the paper (Eq. 2), over the last two dims.
-
-    Args:
-        maps: ``(..., H, W)`` float tensor, e.g. ``(B, n, H, W)`` exit maps or ``(B, H, W)``.
-
-    Returns:
-        same shape, float32 in [0, 1]; a constant map (max == min) becomes all zeros (never NaN).
-
-    Raises:
-        ValueError: fewer than 2 dims, or NaN / infinite values.
-    """
-    if maps.ndim < 2:
-        raise ValueError(f"maps must have at least 2 dims (..., H, W), got shape {tuple(maps.shape)}")
-    maps = maps.float()
-    if not torch.isfinite(maps).all():
-        raise ValueError("maps contain NaN or infinite values")
-    low = maps.amin(dim=(-2, -1), keepdim=True)
-    span = maps.amax(dim=(-2, -1), keepdim=True) - low
-    safe_span = torch.where(span > 0, span, torch.ones_like(span))
-    return torch.where(span > 0, (maps - low) / safe_span, torch.zeros_like(maps))
-
-
-def fuse(images: torch.Tensor, exit_maps_norm: torch.Tensor,
-         attention: AttentionNet) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 2 and the weighted sum: attention weights S and the aggregated map M_f.
-
-    Args:
-        images: ``(B, 1, H, W) float32`` slices in [0, 1].
-        exit_maps_norm: ``(B, n, H, W) float32`` normalised exit maps n(M_i) in [0, 1].
-        attention: an :class:`AttentionNet` with ``n_maps == n``.
-
-    Returns:
-        ``weights`` ``(B, n, H, W)`` (softmax over n) and ``fused_map`` ``(B, 1, H, W)`` in
-        [0, 1], ``M_f = sum_i S_i * n(M_i)``.
-
-    Raises:
-        ValueError: shapes that do not match.
-    """
-    if images.ndim != 4 or images.shape[1] != 1:
-        raise ValueError(f"images must be (B, 1, H, W), got {tuple(images.shape)}")
-    if exit_maps_norm.ndim != 4 or exit_maps_norm.shape[0] != images.shape[0] \
-            or exit_maps_norm.shape[2:] != images.shape[2:]:
-        raise ValueError(f"exit_maps_norm must be (B, n, H, W) matching images {tuple(images.shape)}, "
-                         f"got {tuple(exit_maps_norm.shape)}")
-    weights = attention(images * exit_maps_norm)
-    fused_map = (weights * exit_maps_norm).sum(dim=1, keepdim=True)
-    return weights, fused_map
-
+# n(.) and Eq. 2 (normalise_maps, fuse) live in amecam_lib.equations, imported above.
 
 def c2am_features(images: torch.Tensor, fused_map: torch.Tensor, features: str = "pixels",
                   stage_features: Sequence[torch.Tensor] | None = None,

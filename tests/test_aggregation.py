@@ -1,59 +1,15 @@
-"""Aggregation phase pieces (paper Eq. 2-3): normalisation, fusion, C2AM features, folders."""
+"""Aggregation phase pieces (paper Eq. 3): C2AM features, frozen exit maps, folders.
+
+n(.) and Eq. 2 (normalise_maps, fuse) are tested in test_equations.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
-from amecam_lib.aggregation import (aggregation_dir, c2am_features, fuse, native_exit_maps, normalise_maps,
-                                    normalised_exit_maps)
+from amecam_lib.aggregation import aggregation_dir, c2am_features, native_exit_maps, normalised_exit_maps
+from amecam_lib.equations import normalise_maps
 from amecam_lib.models.multi_exit import MultiExitResNet, upsample_maps
-
-
-class FixedWeights(nn.Module):
-    """Stand-in for A: puts all weight on one map everywhere."""
-
-    def __init__(self, n_maps: int, chosen: int):
-        super().__init__()
-        self.n_maps, self.chosen = n_maps, chosen
-
-    def forward(self, masked_images):
-        weights = torch.zeros_like(masked_images)
-        weights[:, self.chosen] = 1.0
-        return weights
-
-
-def test_normalise_maps_by_hand():
-    maps = torch.tensor([[[[0.0, 2.0], [4.0, 8.0]], [[-1.0, -1.0], [-1.0, -1.0]]]])
-    normalised = normalise_maps(maps)
-    assert torch.allclose(normalised[0, 0], torch.tensor([[0.0, 0.25], [0.5, 1.0]]))
-    assert torch.equal(normalised[0, 1], torch.zeros(2, 2))  # constant map -> zeros, not NaN
-    with pytest.raises(ValueError, match="NaN"):
-        normalise_maps(torch.tensor([[float("nan"), 0.0]]))
-
-
-def test_fuse_is_the_weighted_sum_of_normalised_maps():
-    images = torch.rand(2, 1, 6, 6)
-    exit_maps_norm = normalise_maps(torch.rand(2, 4, 6, 6))
-    weights, fused_map = fuse(images, exit_maps_norm, FixedWeights(4, chosen=2))
-    assert weights.shape == (2, 4, 6, 6) and fused_map.shape == (2, 1, 6, 6)
-    assert torch.allclose(fused_map[:, 0], exit_maps_norm[:, 2])
-
-
-def test_fuse_with_half_half_weights():
-    class Half(nn.Module):
-        def forward(self, masked_images):
-            return torch.full_like(masked_images, 0.5)
-
-    exit_maps_norm = torch.stack([torch.zeros(3, 3), torch.ones(3, 3)])[None]
-    _, fused_map = fuse(torch.ones(1, 1, 3, 3), exit_maps_norm, Half())
-    assert torch.allclose(fused_map, torch.full((1, 1, 3, 3), 0.5))
-
-
-def test_fuse_rejects_mismatched_shapes():
-    with pytest.raises(ValueError, match="exit_maps_norm"):
-        fuse(torch.rand(2, 1, 6, 6), torch.rand(2, 4, 5, 5), FixedWeights(4, 0))
 
 
 def test_pixel_features_are_the_masked_slices():

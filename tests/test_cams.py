@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from amecam_lib.aggregation import fuse, normalise_maps
+from amecam_lib.equations import fuse, normalise_maps
 from amecam_lib.cams import METHODS, CamMethods, _PaperLayerCAM, polarity_check
 from amecam_lib.config import EvaluationConfig
 from amecam_lib.models.attention import AttentionNet
