@@ -1,15 +1,21 @@
-"""CAM methods on a tiny random network: formulas by hand, ranges, brain restriction, polarity check."""
+"""The CamMethods facade on a tiny random network: every method by name, formulas, ranges, brain
+restriction, shared passes, timings, polarity check; and what importing amecam_lib.cams loads.
+
+Each method on its own, with hand-known answers: tests/test_cams_<module>.py."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from amecam_lib.equations import fuse, normalise_maps
-from amecam_lib.cams import METHODS, CamMethods, _PaperLayerCAM, polarity_check
+from amecam_lib.cams import METHODS, CamMethods, polarity_check
 from amecam_lib.config import EvaluationConfig
+from amecam_lib.equations import fuse, normalise_maps
 from amecam_lib.models.attention import AttentionNet
 from amecam_lib.models.multi_exit import ExitOutput, MultiExitResNet, upsample_maps
 
@@ -70,12 +76,6 @@ def test_brain_restriction_applies_to_every_method(images):
     outside = (images[:, 0] == 0).numpy()
     for name, cam in maps.items():
         assert (cam[outside] == 0).all(), name
-
-
-def test_paper_layercam_fusion_is_elementwise_max():
-    fusion = _PaperLayerCAM.aggregate_multi_layers(None, [np.array([[[[0.0, 0.5], [1.0, 0.0]]]]),
-                                                          np.array([[[[0.8, 0.0], [0.0, 0.0]]]])])
-    np.testing.assert_allclose(fusion, [[[0.8, 0.5], [1.0, 0.0]]], atol=1e-6)
 
 
 def test_errors(cams, images):
@@ -149,3 +149,11 @@ def test_tumour_probability_is_exit4_sigmoid(cams, images):
         expected = torch.sigmoid(cams.model(images).logits[:, 3]).numpy()
     np.testing.assert_allclose(probability, expected, atol=1e-6)
     assert probability.shape == (2,) and probability.dtype == np.float32
+
+
+def test_importing_cams_leaves_the_training_stack_out():
+    """CAMs need the models and the formulas, not the training code (phases, aggregation, slices)."""
+    code = "import sys, amecam_lib.cams; print(' '.join(sorted(m for m in sys.modules if m.startswith('amecam_lib'))))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    assert {"amecam_lib.cams", "amecam_lib.equations", "amecam_lib.models.multi_exit"} <= loaded
+    assert not loaded & {"amecam_lib.training", "amecam_lib.phases", "amecam_lib.aggregation", "amecam_lib.slices"}

@@ -1,0 +1,161 @@
+"""Every CAM the evaluation compares, computed on the SAME trained multi-exit network.
+
+One base, one small module per method, one uniform call, a registry by name (in the shape of
+pytorch-grad-cam)::
+
+    base.py           CamNetworks (trained networks), CamBatch (a batch + its shared passes), CamMethod
+    exits.py          exit1 .. exit4: n(M_i); the shared multi-exit forward pass EXIT_MAPS
+    avg_me.py         avg_me: n(mean n(M_i))                          (Table 2, "Avg. ME")
+    ame_cam.py        ame_cam, exit2_3: the final CAM with its attention network  (Sec. 2 end; Table 3)
+    gradient_pass.py  the one forward + backward pass shared by the gradient baselines
+    grad_cam.py       grad_cam: Grad-CAM, last stage
+    layer_cam.py      layer_cam (four stages, the LayerCAM paper's fusion), layer_cam_last
+    score_cam.py      score_cam: Score-CAM, last stage
+    intensity.py      intensity: the slice itself, min-max normalised (no network)
+    registry.py       name -> method object; METHODS, CRF_METHODS
+    polarity.py       polarity_check: a label-free check of each map's polarity
+
+Names (stable; used in ``results.csv``): ``ame_cam_crf`` (the ``ame_cam`` map; the evaluation
+refines its mask with DenseCRF), ``ame_cam``, ``avg_me``, ``exit1``..``exit4``, ``exit2_3``,
+``grad_cam``, ``layer_cam``, ``layer_cam_last``, ``score_cam``, ``intensity``. The baselines run
+through pytorch-grad-cam on a wrapper returning the tumour logit of exit 4 (the classifier's last
+exit), target ``ClassifierOutputTarget(0)``.
+
+Every map is ``(B, S, S) float32`` in [0, 1], high = tumour by construction (never flipped). Use
+one method directly::
+
+    batch = CamBatch(images, CamNetworks(net, {(1, 2, 3, 4): attention}))
+    cam = get_method("ame_cam")(batch)
+
+or all of them through :class:`CamMethods` (NumPy out, brain restriction, timings). The formulas
+themselves live in :mod:`amecam_lib.equations`; this package imports the models, never the
+training code.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from amecam_lib.cams.ame_cam import ALL_EXITS, EXITS_2_3
+from amecam_lib.cams.base import CamBatch, CamMethod, CamNetworks, SharedPass
+from amecam_lib.cams.exits import EXIT_MAPS
+from amecam_lib.cams.layer_cam import LAYER_CAM_GAMMA, PaperLayerCAM
+from amecam_lib.cams.polarity import PolarityReport, polarity_check
+from amecam_lib.cams.registry import (AME_METHODS, BASELINE_METHODS, CRF_METHODS, GRADIENT_METHODS, METHODS,
+                                      REGISTRY, get_method)
+from amecam_lib.config import EvaluationConfig
+from amecam_lib.equations import fuse
+from amecam_lib.models.attention import AttentionNet
+from amecam_lib.models.multi_exit import MultiExitResNet
+
+__all__ = ["ALL_EXITS", "AME_METHODS", "BASELINE_METHODS", "CRF_METHODS", "EXITS_2_3", "GRADIENT_METHODS",
+           "LAYER_CAM_GAMMA", "METHODS", "REGISTRY", "CamBatch", "CamMethod", "CamMethods", "CamNetworks",
+           "PaperLayerCAM", "PolarityReport", "SharedPass", "get_method", "polarity_check"]
+
+
+class CamMethods:
+    """All CAM methods of the evaluation on one trained network, by name, NumPy out.
+
+    Args:
+        model: the trained :class:`MultiExitResNet` (frozen; put in eval mode).
+        attention: :class:`AttentionNet` over exits 1-4 (needed for ``ame_cam``/``ame_cam_crf``).
+        attention_2_3: :class:`AttentionNet` over exits 2 and 3 (needed for ``exit2_3``).
+        eval_config: ``EvaluationConfig`` (``restrict_to_brain``, ``score_cam_batch_size``).
+
+    Example::
+
+        cams = CamMethods(net, attention, attention_2_3, preset.evaluation)
+        maps = cams.compute(images, methods=("ame_cam", "grad_cam"))   # {name: (B, S, S)}
+    """
+
+    def __init__(self, model: MultiExitResNet, attention: AttentionNet | None = None,
+                 attention_2_3: AttentionNet | None = None, eval_config: EvaluationConfig | None = None):
+        self.config = eval_config if eval_config is not None else EvaluationConfig()
+        self.networks = CamNetworks(model, {ALL_EXITS: attention, EXITS_2_3: attention_2_3},
+                                    score_cam_batch_size=self.config.score_cam_batch_size)
+        self.model = self.networks.model
+        self.device = self.networks.device
+        self.attention = self.networks.attentions.get(ALL_EXITS)
+        self.attention_2_3 = self.networks.attentions.get(EXITS_2_3)
+        self.tumour_logit = self.networks.tumour_logit
+
+    def compute(self, images, methods: Sequence[str] | None = None,
+                timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+        """CAMs of a batch of slices.
+
+        Work shared between methods is done once per call (one :class:`CamBatch`): one forward of
+        the multi-exit network gives the exit maps of every AME-CAM-family method, and one forward +
+        backward pass gives every gradient baseline asked for together (``grad_cam``,
+        ``layer_cam``, ``layer_cam_last``). Ask for several methods in one call to profit.
+
+        Args:
+            images: ``(B, 1, S, S) float32`` in [0, 1] (NumPy or torch).
+            methods: names from :data:`METHODS` (default: all). ``ame_cam_crf`` returns the
+                ``ame_cam`` map it is made from (the CRF is applied to masks, in the evaluation).
+            timings: if given, filled with ``{name: seconds}`` for this batch: what the method
+                would cost on its own (a shared pass is counted in full for every method using it).
+
+        Returns:
+            ``{name: (B, S, S) float32 in [0, 1]}`` (NumPy), high = tumour; with
+            ``EvaluationConfig.restrict_to_brain``, 0 wherever the slice is 0 (outside the brain).
+
+        Raises:
+            ValueError: an unknown method name, bad ``images`` shape or values, or a method whose
+                attention network was not given.
+        """
+        names = tuple(METHODS if methods is None else methods)
+        unknown = [name for name in names if name not in REGISTRY]
+        if unknown:
+            raise ValueError(f"unknown CAM method(s) {unknown}; known: {METHODS}")
+        cam_methods = tuple(dict.fromkeys(REGISTRY[name] for name in names))   # ame_cam_crf -> ame_cam
+        batch = CamBatch(images, self.networks, cam_methods)
+        maps: dict[CamMethod, torch.Tensor] = {}
+        seconds: dict[CamMethod, float] = {}
+        pass_seconds: dict[SharedPass, float] = {}
+        for method in cam_methods:
+            shared_pass = method.shared_pass
+            if shared_pass is not None and not batch.has_run(shared_pass):
+                started = time.perf_counter()
+                batch.shared(shared_pass)
+                pass_seconds[shared_pass] = time.perf_counter() - started
+            started = time.perf_counter()
+            maps[method] = method(batch)
+            seconds[method] = pass_seconds.get(shared_pass, 0.0) + time.perf_counter() - started
+        brain = (batch.images[:, 0] > 0).float().cpu() if self.config.restrict_to_brain else None
+        result = {}
+        for name in names:
+            cam = maps[REGISTRY[name]].detach().float().cpu()
+            if brain is not None:
+                cam = cam * brain
+            result[name] = np.ascontiguousarray(cam.clamp(0.0, 1.0).numpy(), dtype=np.float32)
+            if timings is not None:
+                timings[name] = seconds[REGISTRY[name]]
+        return result
+
+    @torch.no_grad()
+    def tumour_probability(self, images) -> np.ndarray:
+        """The classifier's own slice prediction: exit-4 tumour probability, ``(B,) float32`` in [0, 1]."""
+        batch = CamBatch(images, self.networks)
+        return torch.sigmoid(self.tumour_logit(batch.images)[:, 0]).float().cpu().numpy()
+
+    def exit_maps(self, images) -> torch.Tensor:
+        """Normalised exit maps n(M_1)..n(M_4), ``(B, 4, S, S) float32`` in [0, 1] (bilinear)."""
+        return CamBatch(images, self.networks).shared(EXIT_MAPS)
+
+    @torch.no_grad()
+    def attention_weights(self, images, exits: Sequence[int] = ALL_EXITS) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention weights S ``(B, n, S, S)`` and fused map M_f ``(B, S, S)`` (for figures).
+
+        Raises:
+            ValueError: no attention network over ``exits`` was given.
+        """
+        exits = tuple(exits)
+        batch = CamBatch(images, self.networks)
+        attention = self.networks.attention(exits)
+        exit_maps = batch.shared(EXIT_MAPS)
+        weights, fused_map = fuse(batch.images, exit_maps[:, [e - 1 for e in exits]], attention)
+        return weights.cpu(), fused_map[:, 0].cpu()

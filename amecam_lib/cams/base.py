@@ -1,0 +1,142 @@
+"""The base of every CAM method: the trained networks, a batch of slices, one uniform call.
+
+In the shape of pytorch-grad-cam (one base, one small file per method)::
+
+    networks = CamNetworks(model, attentions={(1, 2, 3, 4): attention})
+    batch = CamBatch(images, networks)          # images (B, 1, S, S) float32 in [0, 1]
+    cam = AmeCam("ame_cam", exits=(1, 2, 3, 4))(batch)   # (B, S, S) float32 in [0, 1]
+
+Several methods need the same expensive work on a batch (the multi-exit forward pass that gives
+the exit maps; the forward + backward pass of the gradient baselines). A method declares it as
+its :attr:`CamMethod.shared_pass`, a :class:`SharedPass` object, and asks the batch for it with
+``batch.shared(pass)``: the batch runs each pass at most once and keeps the result, keyed by the
+pass object itself, so that methods share work without knowing about each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from amecam_lib.equations import AttentionFunction
+from amecam_lib.models.multi_exit import N_EXITS, ExitLogit, MultiExitResNet
+
+
+class CamNetworks:
+    """The trained networks the methods read, and Score-CAM's batch size.
+
+    Args:
+        model: the trained :class:`MultiExitResNet` (put in eval mode here; never trained).
+        attentions: the attention networks A of Eq. 2 by the exits they aggregate (1-based, sorted),
+            e.g. ``{(1, 2, 3, 4): attention, (2, 3): attention_2_3}``; ``None`` values are skipped.
+            An ``nn.Module`` is moved to the model's device and put in eval mode; any other callable
+            (``equations.AttentionFunction``) is used as it is.
+        score_cam_batch_size: masked slices per forward in Score-CAM's channel scoring (speed only).
+
+    Attributes:
+        model, device (the model's), tumour_logit (:class:`ExitLogit` of exit 4, the classifier's
+        output: ``(B, 1)``, what the gradient baselines explain), score_cam_batch_size.
+    """
+
+    def __init__(self, model: MultiExitResNet,
+                 attentions: Mapping[tuple[int, ...], AttentionFunction | None] | None = None,
+                 score_cam_batch_size: int = 128):
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.attentions: dict[tuple[int, ...], AttentionFunction] = {
+            tuple(exits): attention.to(self.device).eval() if isinstance(attention, nn.Module) else attention
+            for exits, attention in (attentions or {}).items() if attention is not None}
+        self.tumour_logit = ExitLogit(model, exit_index=N_EXITS).eval()
+        self.score_cam_batch_size = int(score_cam_batch_size)
+
+    def attention(self, exits: Sequence[int]) -> AttentionFunction:
+        """The attention network over ``exits``.
+
+        Raises:
+            ValueError: none was given for these exits.
+        """
+        exits = tuple(exits)
+        if exits not in self.attentions:
+            raise ValueError(f"no attention network over exits {exits} was given; train one with "
+                             f"train_attention(exits={exits}) (notebook 04) and load it with load_attention")
+        return self.attentions[exits]
+
+
+class SharedPass:
+    """Work on a batch that several methods need; :class:`CamBatch` runs it at most once per batch.
+
+    Subclasses implement :meth:`run`. The pass object is the cache key, so make one instance per
+    kind of pass (a module-level constant) and let every method that shares it name that instance.
+    """
+
+    name: str = "shared pass"
+
+    def run(self, batch: CamBatch) -> Any:
+        """Compute the shared result for ``batch``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class CamBatch:
+    """One batch of slices, the networks, and the results of the shared passes run on it so far.
+
+    Args:
+        images: ``(B, 1, S, S)`` slices in [0, 1], NumPy or torch (float32 copy on the networks'
+            device).
+        networks: :class:`CamNetworks`.
+        methods: the methods that will be asked for on this batch, if known: a shared pass may then
+            serve them all at once (the gradient pass hooks every gradient baseline listed here).
+
+    Raises:
+        ValueError: ``images`` is not ``(B, 1, S, S)``, or holds NaN / infinite values.
+    """
+
+    def __init__(self, images, networks: CamNetworks, methods: Sequence[CamMethod] = ()):
+        image_tensor = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
+        if image_tensor.ndim != 4 or image_tensor.shape[1] != 1:
+            raise ValueError(f"images must be (B, 1, S, S), got {tuple(image_tensor.shape)}")
+        image_tensor = image_tensor.float()
+        if not torch.isfinite(image_tensor).all():
+            raise ValueError("images contain NaN or infinite values")
+        self.images: torch.Tensor = image_tensor.to(networks.device)
+        self.networks = networks
+        self.methods: tuple[CamMethod, ...] = tuple(dict.fromkeys(methods))
+        self._shared: dict[SharedPass, Any] = {}
+
+    def shared(self, shared_pass: SharedPass) -> Any:
+        """The result of ``shared_pass`` on this batch: run on first use, then kept."""
+        if shared_pass not in self._shared:
+            self._shared[shared_pass] = shared_pass.run(self)
+        return self._shared[shared_pass]
+
+    def has_run(self, shared_pass: SharedPass) -> bool:
+        """Whether ``shared_pass`` has already run on this batch."""
+        return shared_pass in self._shared
+
+
+class CamMethod:
+    """A CAM method: ``method(batch)`` -> ``(B, S, S) float32`` in [0, 1], high = tumour.
+
+    Subclasses set :attr:`name` (the stable name used in ``results.csv``) and, when they share
+    work with other methods, :attr:`shared_pass`; they implement :meth:`__call__`.
+    """
+
+    name: str = ""
+    shared_pass: SharedPass | None = None
+
+    def __call__(self, batch: CamBatch) -> torch.Tensor:
+        """The method's maps for the batch's slices: ``(B, S, S) float32`` in [0, 1].
+
+        Raises:
+            ValueError: a network the method needs was not given (e.g. its attention network).
+            RuntimeError: the CAM library failed silently.
+        """
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"

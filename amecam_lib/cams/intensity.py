@@ -1,0 +1,20 @@
+"""``intensity``: no network at all, the slice itself min-max normalised.
+
+A sanity floor for every CAM: on FLAIR the tumour is bright, so this baseline is strong there.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from amecam_lib.cams.base import CamBatch, CamMethod
+from amecam_lib.equations import normalise_maps
+
+
+class Intensity(CamMethod):
+    """``n(I)``: the slice, min-max normalised per image, ``(B, S, S)`` in [0, 1]."""
+
+    name = "intensity"
+
+    def __call__(self, batch: CamBatch) -> torch.Tensor:
+        return normalise_maps(batch.images[:, 0])

@@ -1,0 +1,60 @@
+"""Every CAM method by its stable name (the names used in ``results.csv``).
+
+``ame_cam_crf`` is the ``ame_cam`` method object itself: its map is the AME-CAM map, and the
+evaluation turns it into a mask with DenseCRF instead of a threshold (:data:`CRF_METHODS`).
+Two names bound to one object are computed once when asked for together.
+"""
+
+from __future__ import annotations
+
+from amecam_lib.cams.ame_cam import ALL_EXITS, EXITS_2_3, AmeCam
+from amecam_lib.cams.avg_me import AverageExits
+from amecam_lib.cams.base import CamMethod
+from amecam_lib.cams.exits import EXIT_MAPS, ExitMap
+from amecam_lib.cams.grad_cam import GradCam
+from amecam_lib.cams.gradient_pass import GRADIENTS
+from amecam_lib.cams.intensity import Intensity
+from amecam_lib.cams.layer_cam import LayerCam, LayerCamLast
+from amecam_lib.cams.score_cam import ScoreCam
+
+_AME_CAM = AmeCam("ame_cam", exits=ALL_EXITS)
+
+REGISTRY: dict[str, CamMethod] = {
+    "ame_cam_crf": _AME_CAM,
+    "ame_cam": _AME_CAM,
+    "avg_me": AverageExits(),
+    "exit1": ExitMap(1),
+    "exit2": ExitMap(2),
+    "exit3": ExitMap(3),
+    "exit4": ExitMap(4),
+    "exit2_3": AmeCam("exit2_3", exits=EXITS_2_3),
+    "grad_cam": GradCam(),
+    "layer_cam": LayerCam(),
+    "layer_cam_last": LayerCamLast(),
+    "score_cam": ScoreCam(),
+    "intensity": Intensity(),
+}
+"""name -> method object (call it on a :class:`~amecam_lib.cams.base.CamBatch`)."""
+
+METHODS: tuple[str, ...] = tuple(REGISTRY)
+"""Every method name, stable (used in ``results.csv``), in the order of the tables."""
+CRF_METHODS: dict[str, str] = {"ame_cam_crf": "ame_cam"}
+"""Mask-level methods -> the CAM they refine with DenseCRF (the same method object)."""
+AME_METHODS: tuple[str, ...] = tuple(name for name, method in REGISTRY.items()
+                                     if method.shared_pass is EXIT_MAPS and name not in CRF_METHODS)
+"""AME-CAM and its ablations: the methods built on the exit maps."""
+GRADIENT_METHODS: tuple[str, ...] = tuple(name for name, method in REGISTRY.items() if method.shared_pass is GRADIENTS)
+"""Baselines computed from one shared forward + backward pass."""
+BASELINE_METHODS: tuple[str, ...] = (*GRADIENT_METHODS, "score_cam")
+"""The pytorch-grad-cam baselines."""
+
+
+def get_method(name: str) -> CamMethod:
+    """The method object named ``name``.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"unknown CAM method {name!r}; known: {METHODS}")
+    return REGISTRY[name]

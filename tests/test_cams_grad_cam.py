@@ -1,0 +1,41 @@
+"""cams.grad_cam and the shared gradient pass, on a hand-set linear network (tests/_hand_nets.py).
+
+Last stage [x, 1 - x], tumour logit mean(ch0 - ch1): Grad-CAM's channel weights are the gradients
+averaged over the pixels, +1/HW and -1/HW, so the map is ReLU(x - (1 - x)) / HW -> n(ReLU(2x - 1)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from _hand_nets import LinearStagesNet
+from amecam_lib.cams.base import CamBatch, CamNetworks
+from amecam_lib.cams.grad_cam import GradCam
+from amecam_lib.cams.gradient_pass import GRADIENTS
+from amecam_lib.cams.layer_cam import LayerCamLast
+
+SLICE = torch.tensor([[0.0, 0.25, 0.5, 0.75], [1.0, 0.75, 0.5, 0.25], [0.0, 0.0, 1.0, 1.0], [0.5, 0.5, 0.5, 0.5]])
+
+
+def test_grad_cam_by_hand():
+    images = torch.stack([SLICE, 1.0 - SLICE])[:, None]
+    cam = GradCam()(CamBatch(images, CamNetworks(LinearStagesNet())))
+    expected = np.maximum(2.0 * images[:, 0].numpy() - 1.0, 0.0)     # already in [0, 1] with max 1
+    assert cam.shape == (2, 4, 4) and cam.dtype == torch.float32
+    np.testing.assert_allclose(cam.numpy(), expected, atol=1e-5)
+
+
+def test_methods_announced_to_the_batch_share_one_pass():
+    net = LinearStagesNet()
+    calls = []
+    net.register_forward_hook(lambda module, inputs, output: calls.append(1))
+    grad_cam, layer_cam_last = GradCam(), LayerCamLast()
+    batch = CamBatch(SLICE[None, None], CamNetworks(net), [grad_cam, layer_cam_last])
+    together = {method: method(batch) for method in (grad_cam, layer_cam_last)}
+    assert len(calls) == 1 and batch.has_run(GRADIENTS)               # one forward (+ backward)
+    for method, cam in together.items():                              # same as each on its own
+        alone = method(CamBatch(SLICE[None, None], CamNetworks(net)))
+        np.testing.assert_allclose(cam.numpy(), alone.numpy(), atol=1e-6)
+    # Grad-CAM and LayerCAM differ here: LayerCAM drops the channel with a negative gradient
+    assert not torch.allclose(together[grad_cam], together[layer_cam_last])

@@ -1,0 +1,36 @@
+"""cams.registry: the stable names, one object per method, ame_cam_crf = ame_cam."""
+
+from __future__ import annotations
+
+import pytest
+
+from amecam_lib.cams.base import CamMethod
+from amecam_lib.cams.exits import EXIT_MAPS
+from amecam_lib.cams.gradient_pass import GRADIENTS
+from amecam_lib.cams.registry import CRF_METHODS, GRADIENT_METHODS, METHODS, REGISTRY, get_method
+
+
+def test_the_stable_names_in_table_order():
+    assert METHODS == ("ame_cam_crf", "ame_cam", "avg_me", "exit1", "exit2", "exit3", "exit4", "exit2_3",
+                       "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "intensity")
+
+
+def test_each_name_is_a_method_of_that_name():
+    for name, method in REGISTRY.items():
+        assert isinstance(method, CamMethod)
+        assert method.name == CRF_METHODS.get(name, name)
+    assert get_method("ame_cam_crf") is get_method("ame_cam")       # the CRF acts on masks, later
+    assert len({id(method) for method in REGISTRY.values()}) == len(METHODS) - 1
+
+
+def test_shared_passes_are_declared_not_dispatched_by_name():
+    assert {n for n, m in REGISTRY.items() if m.shared_pass is EXIT_MAPS} == \
+        {"ame_cam_crf", "ame_cam", "avg_me", "exit1", "exit2", "exit3", "exit4", "exit2_3"}
+    assert GRADIENT_METHODS == ("grad_cam", "layer_cam", "layer_cam_last")
+    assert get_method("score_cam").shared_pass is None and get_method("intensity").shared_pass is None
+    assert get_method("grad_cam").shared_pass is GRADIENTS
+
+
+def test_unknown_name():
+    with pytest.raises(ValueError, match="unknown CAM method 'grad_cam_plus'"):
+        get_method("grad_cam_plus")
