@@ -10,7 +10,12 @@ comments on each field). A :class:`Preset` bundles one of each; three presets ex
     the default: 128 px, a few epochs, sized so the whole notebook series runs on a 2-core CPU in
     minutes.
 ``smoke``
-    64 px, one or two epochs: for CI, seconds per notebook. Its numbers mean nothing.
+    a 160 x 192 px window around the brain at 0.4 zoom (64 x 77 px), one or two epochs: for CI,
+    seconds per notebook. Its numbers mean nothing.
+
+Slice geometry (:class:`DataConfig`) is one of two: ``image_size`` resamples the whole slice to a
+square, ``crop_size`` (with ``crop_zoom``) cuts a window of the native grid around the brain.
+:meth:`Preset.with_overrides` switches between them: giving one clears the other.
 
 Example::
 
@@ -19,11 +24,14 @@ Example::
     128
     >>> preset.with_overrides(image_size=96).data.image_size
     96
+    >>> preset.with_overrides(crop_size=(160, 192), crop_zoom=0.4).data.image_shape
+    (64, 77)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
@@ -37,7 +45,19 @@ class DataConfig:
     Attributes:
         modalities: modalities to slice, names from :data:`MODALITIES`.
         image_size: side of the stored square slices in pixels; 240 keeps the BraTS grid,
-            smaller values resample (bilinear for images, nearest for masks).
+            smaller values resample the whole slice (bilinear for images, nearest for masks).
+            ``None`` when ``crop_size`` is set (the two are alternative geometries; setting both
+            is a ``ValueError`` naming both).
+        crop_size: ``(H, W)`` window, in pixels of the original grid, cut from every axial slice
+            around the case's brain ("crop to non-zero", as nnU-Net): rows ``H`` along the first
+            array axis of ``volume[:, :, z]`` (x, left-right in BraTS), columns ``W`` along the
+            second (y, front-back; the brain is longer along y). The window is centred on the
+            brain's bounding box over all z and shifted to lie inside the grid; a brain larger
+            than the window is not cut silently (see :mod:`amecam_lib.slicing`). ``None``: no crop.
+        crop_zoom: resampling factor of the cut window (``crop_size`` only): the stored slices
+            are ``round(H * zoom) x round(W * zoom)`` px (halves rounded up), ``original spacing *
+            H / round(H * zoom)`` mm per pixel (about ``1 mm / zoom`` in BraTS). 1.0 keeps the
+            native 1 mm grid.
         tumour_fraction: a slice is labelled tumour (1) when its whole-tumour area is *more* than
             this fraction of the slice at the original grid (0.01 -> more than 576 px at 240 x 240).
         min_brain_fraction: slices whose brain area (non-zero voxels in any sliced modality) is
@@ -51,13 +71,74 @@ class DataConfig:
     """
 
     modalities: tuple[str, ...] = ("flair",)
-    image_size: int = 240
+    image_size: int | None = 240
+    crop_size: tuple[int, int] | None = None
+    crop_zoom: float = 1.0
     tumour_fraction: float = 0.01
     min_brain_fraction: float = 0.0
     exclude_ambiguous: bool = False
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 0
+
+    def __post_init__(self):
+        if self.crop_size is not None and not isinstance(self.crop_size, tuple):
+            object.__setattr__(self, "crop_size", tuple(self.crop_size))  # papermill passes lists
+        if self.image_size is not None and self.crop_size is not None:
+            raise ValueError(
+                f"image_size={self.image_size} and crop_size={self.crop_size} are both set; they are "
+                f"two geometries: give image_size=None to crop, or crop_size=None to resample")
+        if self.image_size is None and self.crop_size is None:
+            raise ValueError("image_size and crop_size are both None: set one of them")
+        if self.crop_size is None and self.crop_zoom != 1.0:
+            raise ValueError(f"crop_zoom={self.crop_zoom} applies only with crop_size, which is None")
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the stored slices in pixels: ``(image_size, image_size)``, or the crop
+        window zoomed (``zoomed_size`` of each side)."""
+        if self.crop_size is None:
+            return (int(self.image_size), int(self.image_size))
+        return (zoomed_size(self.crop_size[0], self.crop_zoom), zoomed_size(self.crop_size[1], self.crop_zoom))
+
+
+GEOMETRY_FIELDS: tuple[str, ...] = ("image_size", "crop_size", "crop_zoom")
+"""The :class:`DataConfig` fields that set the slice geometry (switched together by
+:meth:`Preset.with_overrides`)."""
+
+
+def zoomed_size(pixels: int, zoom: float) -> int:
+    """Pixels of a side of ``pixels`` resampled by ``zoom``: ``round(pixels * zoom)``, halves
+    rounded up (``zoomed_size(192, 0.4) == 77``, ``zoomed_size(160, 0.4) == 64``)."""
+    return int(math.floor(pixels * zoom + 0.5))
+
+
+def with_geometry(data: DataConfig, image_size: int | None = None,
+                  crop_size: tuple[int, int] | None = None, crop_zoom: float | None = None) -> DataConfig:
+    """``data`` with another slice geometry; ``None`` arguments are not given.
+
+    ``image_size`` switches to square resampling (crop cleared, zoom 1); ``crop_size`` switches to
+    a crop (``image_size`` cleared; the zoom kept unless ``crop_zoom`` is given); ``crop_zoom``
+    alone changes the zoom of the crop.
+
+    Raises:
+        ValueError: ``image_size`` and ``crop_size`` both given; ``crop_zoom`` with ``image_size``,
+            or without a crop.
+    """
+    if image_size is not None and crop_size is not None:
+        raise ValueError(f"image_size={image_size} and crop_size={tuple(crop_size)} both given: "
+                         f"choose one geometry (square resampling or a crop)")
+    if image_size is not None:
+        if crop_zoom is not None and crop_zoom != 1.0:
+            raise ValueError(f"crop_zoom={crop_zoom} applies only with crop_size, not with "
+                             f"image_size={image_size}")
+        return dataclasses.replace(data, image_size=image_size, crop_size=None, crop_zoom=1.0)
+    if crop_size is not None:
+        zoom = data.crop_zoom if crop_zoom is None else crop_zoom
+        return dataclasses.replace(data, image_size=None, crop_size=tuple(crop_size), crop_zoom=zoom)
+    if crop_zoom is not None:
+        return dataclasses.replace(data, crop_zoom=crop_zoom)
+    return data
 
 
 @dataclass(frozen=True)
@@ -198,11 +279,15 @@ class Preset:
         A name may be ``phase.field`` (``"pretrain.epochs"``) or a bare field name, which must
         then exist in exactly one phase (``image_size``) or on the preset (``seed``). ``None``
         values are ignored, so papermill parameters left at ``None`` keep the preset's value.
+        The geometry fields are applied together by :func:`with_geometry`: ``image_size``
+        replaces a preset's crop, ``crop_size`` replaces its ``image_size``.
 
         Raises:
             KeyError: an unknown name, or a bare name found in several phases.
+            ValueError: conflicting geometry (``image_size`` and ``crop_size`` both given).
         """
         preset = self
+        geometry = {}
         for key, value in overrides.items():
             if value is None:
                 continue
@@ -220,10 +305,15 @@ class Preset:
                         f"setting {key!r} is {'unknown' if not owners else 'ambiguous'}; "
                         f"write it as phase.{key} with phase one of {self.PHASES}")
                 phase, name = owners[0], key
+            if phase == "data" and name in GEOMETRY_FIELDS:
+                geometry[name] = value
+                continue
             if isinstance(getattr(getattr(preset, phase), name), tuple) and isinstance(value, list):
                 value = tuple(value)
             section = dataclasses.replace(getattr(preset, phase), **{name: value})
             preset = dataclasses.replace(preset, **{phase: section})
+        if geometry:
+            preset = dataclasses.replace(preset, data=with_geometry(preset.data, **geometry))
         return preset
 
     def to_dict(self) -> dict:
@@ -263,8 +353,9 @@ def _demo() -> Preset:
 def _smoke() -> Preset:
     return Preset(
         name="smoke",
-        data=DataConfig(image_size=64, min_brain_fraction=0.05, val_fraction=0.1,
-                        test_fraction=0.25),
+        # The crop geometry at 0.4 zoom (64 x 77 px), so CI runs the crop path of every stage.
+        data=DataConfig(image_size=None, crop_size=(160, 192), crop_zoom=0.4, min_brain_fraction=0.05,
+                        val_fraction=0.1, test_fraction=0.25),
         pretrain=PretrainConfig(epochs=1, batch_size=32, lr=1e-3),
         multi_exit=MultiExitConfig(epochs=2, batch_size=32, lr=1e-3, select_by="val_loss"),
         aggregation=AggregationConfig(epochs=1, batch_size=32, lr=1e-2),

@@ -6,9 +6,13 @@ Protocol (REFERENCE_NOTES "Inference and evaluation"):
 - maps from :class:`amecam_lib.cams.CamMethods`, all on the same trained network;
 - mask = ``map >= EvaluationConfig.threshold`` (0.5, fixed, label-free); ``ame_cam_crf`` is the
   ``ame_cam`` map refined by DenseCRF (:mod:`amecam_lib.crf`) instead;
-- Dice / IoU / HD95 per slice (:mod:`amecam_lib.metrics`, empty-mask convention, HD95 in mm of the
-  original 1 mm grid, i.e. pixels at 240 x 240) on every test slice *labelled* tumour (label 1, the
-  authors' protocol); none is dropped. Ground-truth masks are used here only, to score;
+- Dice / IoU / HD95 per slice (:mod:`amecam_lib.metrics`, empty-mask convention, HD95 in mm: each
+  case's stored pixel spacing per axis, :attr:`amecam_lib.slices.CaseInfo.pixel_spacing_mm`, from
+  its affine and slicing geometry: 240 / S mm for BraTS resampled to S px, 1 mm / zoom for a crop)
+  on every test slice *labelled* tumour (label 1, the authors' protocol); none is dropped.
+  Ground-truth masks are used here only, to score. For a cropped run the ground truth is the
+  stored in-window mask (tumour cut by the crop window, reported by slicing, is not scored
+  here; the NIfTI export on the original grid counts it as missed);
 - on the test slices labelled normal (label 0): the false-positive area, the fraction of the
   slice predicted tumour (0 is perfect);
 - with ``EvaluationConfig.gate_by_prediction`` (label-free, every method alike): the mask of every
@@ -104,8 +108,8 @@ class EvaluationResult:
         table: one row per method, columns :data:`RESULT_COLUMNS` + :data:`EXTRA_COLUMNS`.
         per_slice: one row per method and test slice it ran on, columns :data:`PER_SLICE_COLUMNS`
             (``scored`` = label 1; Dice/IoU/HD95 follow the empty-mask convention on every row).
-        maps: ``{method: (n_m, S, S) float32}`` CAMs of the slices the method ran on.
-        masks: ``{method: (n_m, S, S) bool}`` predicted tumour masks.
+        maps: ``{method: (n_m, H, W) float32}`` CAMs of the slices the method ran on.
+        masks: ``{method: (n_m, H, W) bool}`` predicted tumour masks.
         indices: ``{method: (n_m,) int}`` indices into ``slices`` of those slices.
         slices: the test :class:`~amecam_lib.slices.SliceSet`.
         seconds: ``{method: seconds per slice}``.
@@ -125,12 +129,12 @@ class EvaluationResult:
 # --- building blocks ---------------------------------------------------------------------------------
 
 def threshold_masks(maps: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """``(N, S, S)`` CAMs in [0, 1] -> ``(N, S, S) bool`` masks ``map >= threshold``."""
+    """``(N, H, W)`` CAMs in [0, 1] -> ``(N, H, W) bool`` masks ``map >= threshold``."""
     return np.asarray(maps) >= threshold
 
 
 def crf_masks(maps: np.ndarray, images: np.ndarray, config: EvaluationConfig) -> np.ndarray:
-    """DenseCRF masks of ``(N, S, S)`` CAMs on their ``(N, 1, S, S)`` slices (settings from ``config``)."""
+    """DenseCRF masks of ``(N, H, W)`` CAMs on their ``(N, 1, H, W)`` slices (settings from ``config``)."""
     return np.stack([dense_crf_from_config(cam, image[0], config) for cam, image in zip(maps, images)]) \
         if len(maps) else np.zeros(np.shape(maps), dtype=bool)
 
@@ -157,14 +161,12 @@ def subset_indices(labels: np.ndarray, max_slices: int | None) -> np.ndarray:
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-def pixel_spacing_mm(run_dir: str | Path, case_ids: Sequence[str], image_size: int) -> dict[str, tuple[float, float]]:
-    """mm per stored pixel of each case: the original in-plane grid (1 mm voxels in BraTS, so
-    original pixels = mm, the paper's unit) over the stored size S (``240 / S`` for BraTS)."""
-    spacing = {}
-    for case_id in sorted(set(case_ids)):
-        original = read_case_info(run_dir, case_id).original_shape
-        spacing[case_id] = (original[0] / image_size, original[1] / image_size)
-    return spacing
+def pixel_spacing_mm(run_dir: str | Path, case_ids: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """mm per stored pixel of each case along rows and columns
+    (:attr:`amecam_lib.slices.CaseInfo.pixel_spacing_mm`): the original voxel spacing from the
+    affine (1 mm in BraTS, the paper's unit) times window / stored size per axis: ``240 / S`` for
+    BraTS resampled to S px, ``160 / 64`` and ``192 / 77`` for a 160 x 192 crop at zoom 0.4."""
+    return {case_id: read_case_info(run_dir, case_id).pixel_spacing_mm for case_id in sorted(set(case_ids))}
 
 
 def score_slices(method: str, masks: np.ndarray, slices: SliceSet, indices: np.ndarray,
@@ -251,7 +253,7 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
     attention = load_attention(run_dir, modality, ALL_EXITS, device=run_device) if "ame_cam" in needs else None
     attention_2_3 = load_attention(run_dir, modality, EXITS_2_3, device=run_device) if "exit2_3" in needs else None
     cams = CamMethods(model, attention, attention_2_3, config)
-    spacing = pixel_spacing_mm(run_dir, slices.case_ids, slices.images.shape[-1])
+    spacing = pixel_spacing_mm(run_dir, slices.case_ids)
 
     # Maps: every method but Score-CAM in one pass over the slices (shared forward / backward
     # passes, see CamMethods.compute); Score-CAM on its subset.
@@ -307,7 +309,7 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
 
 def _compute_maps(cams: CamMethods, methods: Sequence[str], images: np.ndarray, batch_size: int,
                   progress: bool = False, desc: str = "") -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Maps of ``methods`` on ``(N, 1, S, S)`` images in batches: ``({name: (N, S, S)}, {name: seconds})``."""
+    """Maps of ``methods`` on ``(N, 1, H, W)`` images in batches: ``({name: (N, H, W)}, {name: seconds})``."""
     parts: dict[str, list[np.ndarray]] = {method: [] for method in methods}
     seconds = dict.fromkeys(methods, 0.0)
     for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress):
@@ -369,8 +371,8 @@ def load_predictions(run_dir: str | Path, modality: str) -> dict[str, np.ndarray
 def results_markdown(table: pd.DataFrame) -> str:
     """Markdown tables, one per modality: our mean +- std beside the paper's (Tables 1-3)."""
     lines = ["# Results", "",
-             "Dice and IoU on the test slices labelled tumour, HD95 in mm of the original 1 mm grid "
-             "(pixels at 240 x 240); mean +- std. `fp area` is the mean fraction of a normal test slice "
+             "Dice and IoU on the test slices labelled tumour, HD95 in mm (each case's pixel spacing "
+             "from its affine and the slicing geometry); mean +- std. `fp area` is the mean fraction of a normal test slice "
              "predicted tumour. Paper: Chen et al., MICCAI 2023, Tables 1-3 (its AME-CAM includes DenseCRF, "
              "so it sits beside `ame_cam_crf`; its Table 2 is T1 only, its Table 3 T1-CE only).", ""]
     for modality in dict.fromkeys(table["modality"]):

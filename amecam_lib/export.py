@@ -1,12 +1,16 @@
 """Slice masks -> one NIfTI volume per test case, on the case's original grid and affine.
 
 The evaluation works on 2-D axial slices (row ``r`` of a case's stored arrays is
-``volume[:, :, z[r]]``, resized to S x S; see :mod:`amecam_lib.slicing`). To look at a prediction
-in a 3-D viewer (ITK-SNAP, 3D Slicer) next to the original MRI, the slice masks of a case are put
-back at their ``z`` in a volume of the original shape, upsampled with nearest neighbour (pixel
-centre aligned, the inverse of the slicer's ``nearest-exact`` mask resize) when the slices were
-resampled, and saved with the case's original affine as ``uint8`` (1 = tumour). Slices that were
-not evaluated (dropped by slicing, or outside the test selection) stay 0.
+``volume[:, :, z[r]]`` resized to ``(H, W)``, or its crop window
+``volume[row0:row0 + height, col0:col0 + width, z[r]]`` resized by the crop zoom; see
+:mod:`amecam_lib.slicing`). To look at a prediction in a 3-D viewer (ITK-SNAP, 3D Slicer) next to
+the original MRI, the slice masks of a case are put back at their ``z`` in a volume of the
+original shape: upsampled with nearest neighbour (pixel centre aligned, the inverse of the
+slicer's ``nearest-exact`` mask resize) to the window's size when the slices were resampled,
+placed at the window (:attr:`amecam_lib.slices.CaseInfo.window`; the whole slice without a crop),
+and saved with the case's original affine as ``uint8`` (1 = tumour). Everything outside the crop
+window is 0, and so are slices that were not evaluated (dropped by slicing, or outside the test
+selection): a 3-D score on the original grid counts tumour cut by the crop as missed.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from amecam_lib.slices import read_case_info
 
 
 def upsample_nearest(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of ``(N, S, S)`` masks to ``(N, H, W)``, pixel-centre aligned.
+    """Nearest-neighbour resize of ``(N, h, w)`` masks to ``(N, H, W)``, pixel-centre aligned.
 
-    Output pixel i takes input pixel ``floor((i + 0.5) * S / H)`` (as torch's ``nearest-exact``).
+    Output pixel i takes input pixel ``floor((i + 0.5) * h / H)`` (as torch's ``nearest-exact``).
     Written with NumPy indexing because it only needs an index map (no library call is simpler).
     """
     masks = np.asarray(masks)
@@ -42,7 +46,8 @@ def export_case_masks(run_dir: str | Path, modality: str, method: str, masks, ca
         run_dir: the sliced run folder (reads ``RUN/slices/<case_id>/case.json``).
         modality: modality the masks were predicted on (recorded in the NIfTI description).
         method: method name (part of the file name), e.g. ``"ame_cam_crf"``.
-        masks: ``(N, S, S)`` bool (or 0/1) slice masks.
+        masks: ``(N, H, W)`` bool (or 0/1) slice masks, at the case's stored
+            :attr:`~amecam_lib.slices.CaseInfo.image_shape`.
         case_ids: ``(N,)`` case of each mask.
         z: ``(N,)`` axial index of each mask in its case's volume.
         out_dir: target folder; default ``RUN/masks``.
@@ -59,7 +64,7 @@ def export_case_masks(run_dir: str | Path, modality: str, method: str, masks, ca
     case_ids = np.asarray(case_ids, dtype=str)
     z = np.asarray(z, dtype=np.int64)
     if masks.ndim != 3 or not (len(masks) == len(case_ids) == len(z)):
-        raise ValueError(f"masks (N, S, S), case_ids (N,), z (N,) must agree; got {masks.shape}, "
+        raise ValueError(f"masks (N, H, W), case_ids (N,), z (N,) must agree; got {masks.shape}, "
                          f"{case_ids.shape}, {z.shape}")
     if not method or "/" in method or method.startswith("."):
         raise ValueError(f"method {method!r} cannot name a file")
@@ -74,13 +79,14 @@ def export_case_masks(run_dir: str | Path, modality: str, method: str, masks, ca
             raise ValueError(f"case {case_id}: z outside 0..{n_z - 1}: {case_z[(case_z < 0) | (case_z >= n_z)]}")
         if len(np.unique(case_z)) != len(case_z):
             raise ValueError(f"case {case_id}: a z appears more than once")
-        if masks.shape[-2:] != (info.image_size, info.image_size):
-            raise ValueError(f"case {case_id}: masks are {masks.shape[-2:]} px, its slices {info.image_size} px")
+        if masks.shape[-2:] != info.image_shape:
+            raise ValueError(f"case {case_id}: masks are {masks.shape[-2:]} px, its slices {info.image_shape} px")
+        row0, col0, height, width = info.window
         slice_masks = masks[selected] != 0
-        if slice_masks.shape[-2:] != (n_x, n_y):
-            slice_masks = upsample_nearest(slice_masks, (n_x, n_y))
+        if slice_masks.shape[-2:] != (height, width):
+            slice_masks = upsample_nearest(slice_masks, (height, width))
         volume = np.zeros((n_x, n_y, n_z), dtype=np.uint8)
-        volume[:, :, case_z] = np.moveaxis(slice_masks, 0, -1).astype(np.uint8)
+        volume[row0:row0 + height, col0:col0 + width, case_z] = np.moveaxis(slice_masks, 0, -1).astype(np.uint8)
         image = nib.Nifti1Image(volume, info.affine)
         image.header.set_data_dtype(np.uint8)
         image.header["descrip"] = f"AME-CAM tutorial {method} {modality}"[:79].encode()

@@ -18,8 +18,10 @@ here to ``float32`` ``code / 65535`` (:func:`amecam_lib.slicing.decode_images`):
 A stored file that is missing or truncated raises an error naming it (rerun slicing to redo the
 case). :func:`split_fingerprint` gives a short hash of ``RUN/split.csv`` for checkpoint configs.
 
-Both give a torch :class:`SliceDataset` whose items are ``(image (1, S, S) float32, label int64)``;
+Both give a torch :class:`SliceDataset` whose items are ``(image (1, H, W) float32, label int64)``;
 labels are the slice-level tumour labels (the only supervision AME-CAM uses, paper Sec. 2).
+``(H, W)`` is the run's stored slice shape (:attr:`CaseInfo.image_shape`): ``(S, S)`` when the
+slices were resampled to ``image_size``, the zoomed crop window with ``crop_size``.
 """
 
 from __future__ import annotations
@@ -51,9 +53,10 @@ class SliceSet:
     """The slices of one split and one modality, in memory, ordered by case ID then z.
 
     Attributes:
-        images: ``(N, 1, S, S) float32`` in ``[0, 1]``.
+        images: ``(N, 1, H, W) float32`` in ``[0, 1]``.
         labels: ``(N,) int64`` in ``{0, 1}``: 1 = whole-tumour area above the threshold.
-        masks: ``(N, S, S) bool`` whole tumour at image size; for evaluation only, never training.
+        masks: ``(N, H, W) bool`` whole tumour at image size (inside the crop window for a
+            cropped run); for evaluation only, never training.
         case_ids: ``(N,)`` str, the case of each slice.
         z: ``(N,) int64`` axial index of each slice in its volume.
         ambiguous: ``(N,) bool``, ``0 < tumour area <= threshold`` (labelled 0).
@@ -82,8 +85,13 @@ class CaseInfo:
         modalities: modalities stored for it.
         original_shape: voxel grid ``(X, Y, Z)`` of the NIfTI volumes.
         affine: ``(4, 4) float64`` voxel -> world (mm), as in the NIfTI files.
-        z: ``(Z_kept,) int64``: row ``r`` of the case's ``.npy`` files is ``volume[:, :, z[r]]``.
-        image_size: side S (pixels) of the stored slices.
+        z: ``(Z_kept,) int64``: row ``r`` of the case's ``.npy`` files is axial slice ``z[r]``.
+        image_shape: ``(H, W)`` of the stored slices in pixels.
+        crop_box: ``(row0, col0, height, width)`` of the crop window on the original grid: row
+            ``r`` is ``volume[row0:row0 + height, col0:col0 + width, z[r]]`` resized to
+            ``image_shape``; ``None`` when the whole slice was resampled (:attr:`window`).
+        brain_outside, tumour_outside: brain and whole-tumour voxels outside the crop window (0
+            without a crop, or when the brain fits).
         settings: the slicing settings the folder was made with.
     """
 
@@ -93,8 +101,32 @@ class CaseInfo:
     original_shape: tuple[int, int, int]
     affine: np.ndarray
     z: np.ndarray
-    image_size: int
+    image_shape: tuple[int, int]
+    crop_box: tuple[int, int, int, int] | None
     settings: dict
+    brain_outside: int = 0
+    tumour_outside: int = 0
+
+    @property
+    def window(self) -> tuple[int, int, int, int]:
+        """``(row0, col0, height, width)`` of the original grid that the stored slices show: the
+        crop box, or the whole slice ``(0, 0, X, Y)``."""
+        return self.crop_box if self.crop_box is not None else (0, 0, *self.original_shape[:2])
+
+    @property
+    def voxel_spacing_mm(self) -> tuple[float, float]:
+        """In-plane spacing of the original grid in mm, ``(x, y)``: the lengths of the affine's
+        first two columns (1 mm in BraTS)."""
+        return (float(np.linalg.norm(self.affine[:3, 0])), float(np.linalg.norm(self.affine[:3, 1])))
+
+    @property
+    def pixel_spacing_mm(self) -> tuple[float, float]:
+        """mm per stored pixel along rows and columns: the voxel spacing times window / stored
+        size per axis (``240 / 128`` mm for BraTS resampled to 128 px; ``160 / 64 = 2.5`` and
+        ``192 / 77`` mm for a 160 x 192 crop at zoom 0.4; 1 mm for a crop at zoom 1)."""
+        _, _, height, width = self.window
+        spacing_x, spacing_y = self.voxel_spacing_mm
+        return (spacing_x * height / self.image_shape[0], spacing_y * width / self.image_shape[1])
 
 
 def read_manifest(run_dir: str | Path) -> pd.DataFrame:
@@ -150,7 +182,11 @@ def _check_modality_name(modality: str) -> None:
 
 
 def read_case_info(run_dir: str | Path, case_id: str) -> CaseInfo:
-    """Geometry of one sliced case (affine, original shape, z of each stored slice).
+    """Geometry of one sliced case (affine, original shape, z of each stored slice, stored
+    shape, crop window).
+
+    A ``case.json`` of storage format 2 (square slices, no ``image_shape`` key) is read as
+    ``image_shape = (image_size, image_size)`` without a crop.
 
     Raises:
         BratsDataError: the case was not sliced in this run.
@@ -159,12 +195,21 @@ def read_case_info(run_dir: str | Path, case_id: str) -> CaseInfo:
     if not path.is_file():
         raise BratsDataError(f"case {case_id} was not sliced in {run_dir} ({path} not found)")
     info = json.loads(path.read_text(encoding="utf-8"))
+    if "image_shape" in info:
+        image_shape = tuple(int(n) for n in info["image_shape"])
+    else:
+        image_shape = (int(info["image_size"]), int(info["image_size"]))
+    box = info.get("crop_box")
+    crop_box = None if box is None else tuple(int(box[k]) for k in ("row0", "col0", "height", "width"))
+    outside = info.get("outside_window") or {}
     return CaseInfo(case_id=info["case_id"], release=info["release"],
                     modalities=tuple(info["modalities"]),
                     original_shape=tuple(int(n) for n in info["original_shape"]),
                     affine=np.asarray(info["affine"], dtype=np.float64),
-                    z=np.asarray(info["z"], dtype=np.int64), image_size=int(info["image_size"]),
-                    settings=info["settings"])
+                    z=np.asarray(info["z"], dtype=np.int64), image_shape=image_shape,
+                    crop_box=crop_box, settings=info["settings"],
+                    brain_outside=int(outside.get("brain_voxels", 0)),
+                    tumour_outside=int(outside.get("tumour_voxels", 0)))
 
 
 def select_slices(run_dir: str | Path, modality: str, split: str,
@@ -234,12 +279,18 @@ def load_slices(run_dir: str | Path, modality: str, split: str,
         :class:`SliceSet`, ordered by case ID then z.
 
     Raises:
-        BratsDataError: as :func:`select_slices`.
+        BratsDataError: as :func:`select_slices`; cases stored with different slice shapes (a
+            run folder is sliced with one geometry; re-slice it).
     """
     selected = select_slices(run_dir, modality, split, exclude_ambiguous)
     run_dir = Path(run_dir)
-    size = read_case_info(run_dir, selected["case_id"].iloc[0]).image_size
-    images = np.empty((len(selected), 1, size, size), dtype=np.float32)
+    shapes = {case_id: read_case_info(run_dir, case_id).image_shape for case_id in selected["case_id"].unique()}
+    shape = next(iter(shapes.values()))
+    other = next((case_id for case_id, case_shape in shapes.items() if case_shape != shape), None)
+    if other is not None:
+        raise BratsDataError(f"{run_dir}: case {other} stores {shapes[other]} slices, case "
+                             f"{next(iter(shapes))} {shape}; rerun slicing so that all cases share one geometry")
+    images = np.empty((len(selected), 1, *shape), dtype=np.float32)
     mask_parts = []
     start = 0
     for case_id, rows in selected.groupby("case_id", sort=True)["row"]:
@@ -268,7 +319,8 @@ def read_case_images(run_dir: str | Path, case_id: str, modality: str,
             i.e. row ``r`` is ``volume[:, :, case_info.z[r]]``.
 
     Returns:
-        ``(K, S, S) float32`` in ``[0, 1]`` (``code / 65535``).
+        ``(K, H, W) float32`` in ``[0, 1]`` (``code / 65535``); ``(H, W)`` is the case's
+        :attr:`CaseInfo.image_shape`, rows along the volume's first axis.
 
     Raises:
         BratsDataError: an unknown modality name; the file does not exist (case or modality not
@@ -287,7 +339,7 @@ def read_case_images(run_dir: str | Path, case_id: str, modality: str,
 class SliceDataset(Dataset):
     """Torch dataset of labelled slices: item ``i`` is ``(image, label)``.
 
-    ``image`` is a ``(1, S, S) float32`` tensor in ``[0, 1]`` (then ``transform(image)`` if a
+    ``image`` is a ``(1, H, W) float32`` tensor in ``[0, 1]`` (then ``transform(image)`` if a
     transform is given, e.g. a two-view SupCon transform); ``label`` a ``int64`` scalar tensor.
 
     Build it from a :class:`SliceSet` in memory (``SliceDataset(slice_set)``) or lazily from a run

@@ -12,8 +12,9 @@ nothing is dropped silently.
 Storage (see ARCHITECTURE.md, "run folder written by slicing") uses one file per case and
 modality rather than one per slice: 1,251 cases x 4 modalities make ~6,300 files instead of
 ~780,000 JPEGs, each readable memory-mapped. Images are stored as ``uint16`` *codes*
-``round(v * 65535)`` of the per-volume min-max normalised value ``v`` (storage format 2; format 1
-stored ``float32``, twice the size). At the native grid this is lossless with respect to the raw
+``round(v * 65535)`` of the per-volume min-max normalised value ``v`` (storage format 3; format 2
+had the same codes but square slices only and no crop in ``case.json``; format 1 stored
+``float32``, twice the size). At the native grid this is lossless with respect to the raw
 integer intensities whenever the volume's range ``max - min`` is at most 65,535, which always
 holds for ``int16``/``uint16``/8-bit data (BraTS stores ``int16``): distinct raw values are at least
 one code apart, and ``raw = min + round(code * (max - min) / 65535)`` recovers them exactly. A
@@ -22,10 +23,11 @@ is at most half a step, i.e. below ``1 / 131070`` of the range. Resized slices a
 same way (error <= ``0.5 / 65535`` of the normalised value). A 240 px case with four modalities
 takes ~80 MB (4 x 17.9 MB images + 8.9 MB mask; ~100 GB for BraTS 2021); 128 px flair ~7.6 MB::
 
-    RUN/slices/<case_id>/<modality>.npy   (Z_kept, S, S) uint16 codes; v = code / 65535 in [0, 1]
-    RUN/slices/<case_id>/wt.npy           (Z_kept, S, S) bool, whole tumour (nearest)
+    RUN/slices/<case_id>/<modality>.npy   (Z_kept, H, W) uint16 codes; v = code / 65535 in [0, 1]
+    RUN/slices/<case_id>/wt.npy           (Z_kept, H, W) bool, whole tumour (nearest)
     RUN/slices/<case_id>/slices.csv       this case's manifest rows (without split)
-    RUN/slices/<case_id>/case.json        release, modalities, shape, affine, z, settings
+    RUN/slices/<case_id>/case.json        release, modalities, shape, affine, z, image_shape,
+                                          crop_box, brain_box, outside_window, settings
     RUN/manifest.csv                      case_id,z,label,tumour_pixels,brain_pixels,ambiguous,kept,reason,split,row
     RUN/split.csv                         case_id,split
 
@@ -33,8 +35,28 @@ Readers never decode by hand: :func:`decode_images` (used by :mod:`amecam_lib.sl
 into ``float32`` in ``[0, 1]`` and refuses any other stored type (a format-1 folder is re-sliced,
 never misread: the format is part of the settings in ``case.json``).
 
-Row ``r`` of a case's ``.npy`` is ``volume[:, :, z[r]]`` (no transpose, no flip), resized to
-``S x S`` when ``S`` differs from the grid. Each case folder is written whole into a temporary
+Geometry (:class:`~amecam_lib.config.DataConfig`), one of two:
+
+- *resample* (``image_size=S``): row ``r`` of a case's ``.npy`` is ``volume[:, :, z[r]]`` (no
+  transpose, no flip), resized to ``S x S`` when ``S`` differs from the grid;
+- *crop* (``crop_size=(H, W)``, ``crop_zoom``; "crop, don't shrink"): row ``r`` is
+  ``volume[row0:row0 + H, col0:col0 + W, z[r]]``, resized by ``crop_zoom`` when it is not 1. The
+  window (``crop_box`` in ``case.json``: ``row0, col0, height, width`` on the original grid) is
+  centred on the case's *brain box*, the bounding box of the brain voxels (above the volume's
+  minimum in any sliced modality) over all z, then shifted to lie inside the grid
+  (:func:`brain_box`, :func:`crop_window`); the same window for every slice of the case. A
+  window larger than the grid is a :class:`BratsDataError` naming ``crop_size``. A brain larger
+  than the window in a dimension does not stop the run and is never cut silently: the window stays
+  centred, ``case.json`` (``outside_window``) and the report (:attr:`CaseReport.brain_outside`,
+  :attr:`CaseReport.tumour_outside`, a line of :meth:`SlicingReport.table`) say how many brain
+  and tumour voxels fall outside it, and :func:`slice_dataset` warns naming the case and the
+  numbers. Rule for what was cut: the stored whole-tumour masks, hence the slice metrics, hold
+  the tumour inside the window only; the NIfTI export puts predictions back on the original grid
+  with 0 outside the window, so a 3-D score on the original grid counts cut tumour as missed.
+
+Either way the manifest counts on the original grid: ``tumour_pixels`` and ``brain_pixels`` are
+pixels of the whole original slice, and the label rule's slice area is the original
+``X * Y`` (57,600 px in BraTS), whatever is stored. Each case folder is written whole into a temporary
 folder and renamed (:func:`amecam_lib.atomic.atomic_dir`); a rerun reuses a case made with the
 same settings from the same files whose ``.npy`` files are all present and complete (header and
 file size checked, :func:`open_stored_array`), redoes one made otherwise (saying why), and
@@ -62,14 +84,15 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from amecam_lib.atomic import atomic_dir, atomic_path, clean_stale_tmp
-from amecam_lib.config import MODALITIES, DataConfig
+from amecam_lib.config import MODALITIES, DataConfig, zoomed_size
 from amecam_lib.releases import BratsDataError
 from amecam_lib.splits import make_split, read_split, read_split_file, write_split
 from amecam_lib.volumes import CaseFiles, find_cases, load_case
 
-SLICE_FORMAT = 2
-"""Version of the per-case storage layout (2: ``uint16`` image codes; 1: ``float32`` images); a
-change makes reruns redo every case."""
+SLICE_FORMAT = 3
+"""Version of the per-case storage layout (3: ``uint16`` codes of ``(H, W)`` slices, resampled or
+cropped, ``image_shape`` and ``crop_box`` in ``case.json``; 2: square slices only; 1: ``float32``
+images); a change makes reruns redo every case."""
 
 IMAGE_CODE_MAX = 65535
 """Stored image code of the normalised value 1.0 (``uint16`` maximum); code 0 is 0.0."""
@@ -78,9 +101,12 @@ CODE_DTYPE = np.dtype(np.uint16)
 """Type of the stored image codes."""
 
 MAX_IMAGE_SIZE = 1024
-"""Largest accepted ``image_size`` (pixels): 4x the 240 px BraTS grid, rounded up. One 1024 px
-case stores ~300 MB per modality; a larger side is almost surely a typo (it would allocate
-gigabytes to terabytes)."""
+"""Largest accepted ``image_size`` (pixels), and side of stored crops: 4x the 240 px BraTS grid,
+rounded up. One 1024 px case stores ~300 MB per modality; a larger side is almost surely a typo
+(it would allocate gigabytes to terabytes)."""
+
+MIN_IMAGE_SIZE = 8
+"""Smallest accepted side of a stored slice and of a crop window (pixels)."""
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "case_id", "z", "label", "tumour_pixels", "brain_pixels", "ambiguous", "kept", "reason",
@@ -105,6 +131,10 @@ class CaseReport:
         seconds: wall time spent on the case (s).
         redone_because: why an earlier folder with the same settings was *not* reused (e.g. a
             missing or truncated ``.npy`` file); empty otherwise.
+        brain_extent: ``(height, width)`` of the brain box on the original grid (pixels);
+            ``(0, 0)`` for a case without brain voxels.
+        brain_outside, tumour_outside: brain and whole-tumour voxels outside the crop window (all
+            z); 0 without a crop. Non-zero when the brain is larger than ``crop_size``.
     """
 
     case_id: str
@@ -118,6 +148,14 @@ class CaseReport:
     reused: bool
     seconds: float
     redone_because: str = ""
+    brain_extent: tuple[int, int] = (0, 0)
+    brain_outside: int = 0
+    tumour_outside: int = 0
+
+    @property
+    def cut(self) -> bool:
+        """Whether brain or tumour voxels fall outside the crop window."""
+        return self.brain_outside > 0 or self.tumour_outside > 0
 
 
 @dataclass
@@ -126,13 +164,19 @@ class SlicingReport:
 
     ``tumour + normal + ambiguous + dropped == slices`` for every case. ``split_moved`` lists the
     cases whose split differs from the ``split.csv`` the run folder held before (empty on a first
-    run or when the split is unchanged).
+    run or when the split is unchanged). ``crop_size`` is the crop window (None: resampled).
     """
 
     run_dir: Path
     cases: list[CaseReport] = field(default_factory=list)
     seconds: float = 0.0
     split_moved: list[str] = field(default_factory=list)
+    crop_size: tuple[int, int] | None = None
+
+    @property
+    def cut_cases(self) -> list[str]:
+        """Cases whose brain or tumour reaches outside the crop window (counted, never hidden)."""
+        return [case.case_id for case in self.cases if case.cut]
 
     @property
     def cases_per_second(self) -> float:
@@ -170,6 +214,7 @@ class SlicingReport:
                      f"cases without a tumour slice: {', '.join(self.no_tumour_cases) or 'none'}")
         lines.extend(f"redone {c.case_id}: {c.redone_because}" for c in self.cases
                      if c.redone_because)
+        lines.extend(f"cut {c.case_id}: {cut_message(c, self.crop_size)}" for c in self.cases if c.cut)
         if self.split_moved:
             lines.append(f"split.csv changed: {len(self.split_moved)} case(s) moved to another "
                          f"split ({', '.join(self.split_moved[:5])}"
@@ -196,6 +241,69 @@ def label_slices(tumour_pixels: np.ndarray, slice_pixels: int,
     return labels, ambiguous
 
 
+def brain_box(brain_in_plane: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounding box of the ``True`` pixels of an ``(X, Y)`` bool map (e.g. the brain of a case
+    projected over z): ``(row0, col0, height, width)``, or ``None`` when no pixel is set."""
+    rows = np.flatnonzero(np.any(brain_in_plane, axis=1))
+    cols = np.flatnonzero(np.any(brain_in_plane, axis=0))
+    if rows.size == 0:
+        return None
+    return (int(rows[0]), int(cols[0]), int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1))
+
+
+def crop_window(box: tuple[int, int, int, int] | None, grid: tuple[int, int],
+                crop_size: tuple[int, int], case_id: str = "") -> tuple[int, int, int, int]:
+    """The crop window of a case: ``crop_size`` centred on its brain box, shifted inside the grid.
+
+    Per axis, with the box starting at ``b0`` and ``e`` pixels long and a window of ``n`` pixels:
+    ``start = b0 + floor((e - n) / 2)`` (centred; when ``e - n`` is odd the extra pixel of margin
+    goes after the box), then clamped to ``[0, grid - n]``. A box longer than the window keeps it
+    centred (the box is cut on both sides). No box (no brain voxel): the window is centred on the
+    grid.
+
+    Args:
+        box: ``(row0, col0, height, width)`` of :func:`brain_box`, or None.
+        grid: ``(X, Y)`` in-plane size of the original grid.
+        crop_size: ``(H, W)`` window.
+        case_id: named in the error.
+
+    Returns:
+        ``(row0, col0, H, W)`` on the original grid.
+
+    Raises:
+        BratsDataError: the window is larger than the grid (message names ``crop_size``).
+    """
+    height, width = (int(n) for n in crop_size)
+    if height > grid[0] or width > grid[1]:
+        raise BratsDataError(
+            f"crop_size=({height}, {width}) is larger than the in-plane grid {grid[0]} x {grid[1]}"
+            f"{f' of case {case_id}' if case_id else ''}: choose a crop_size of at most the grid "
+            f"(or resample with image_size)")
+    starts = []
+    for axis, size in enumerate((height, width)):
+        if box is None:
+            start = (grid[axis] - size) // 2
+        else:
+            start = box[axis] + (box[axis + 2] - size) // 2
+        starts.append(int(min(max(start, 0), grid[axis] - size)))
+    return (starts[0], starts[1], height, width)
+
+
+def cut_message(case: "CaseReport", crop_size: tuple[int, int] | None) -> str:
+    """What a crop cut from one case, and the cure, in one sentence (warnings and the table)."""
+    window = "the crop window" if crop_size is None else f"crop_size=({crop_size[0]}, {crop_size[1]})"
+    suggested = ""
+    if crop_size is not None:
+        # the brain box rounded up to a multiple of 16 px, never below the current window
+        larger = [max(n, -(-e // 16) * 16) for n, e in zip(crop_size, case.brain_extent)]
+        suggested = f"; use a larger crop_size, e.g. ({larger[0]}, {larger[1]})"
+    return (f"the brain ({case.brain_extent[0]} x {case.brain_extent[1]} px in-plane) is larger than "
+            f"{window}: {case.brain_outside} brain voxel(s) and {case.tumour_outside} tumour voxel(s) "
+            f"fall outside the window and are left out of the stored slices (slice masks and slice "
+            f"metrics hold the tumour inside the window; the NIfTI export puts 0 outside it, so 3-D "
+            f"scores count cut tumour as missed){suggested}")
+
+
 def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig, *,
                   split_file: str | Path | None = None, workers: int = 1, overwrite: bool = False,
                   progress: bool = True) -> SlicingReport:
@@ -204,8 +312,9 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
     Args:
         data_dir: BraTS root (case folders, see :func:`amecam_lib.volumes.find_cases`).
         out_dir: run folder; ``slices/``, ``manifest.csv`` and ``split.csv`` are written in it.
-        config: ``modalities``, ``image_size`` (S, px), ``tumour_fraction``,
-            ``min_brain_fraction``, and the split's ``val_fraction``, ``test_fraction``, ``seed``.
+        config: ``modalities``, the geometry (``image_size`` S, px; or ``crop_size`` and
+            ``crop_zoom``), ``tumour_fraction``, ``min_brain_fraction``, and the split's
+            ``val_fraction``, ``test_fraction``, ``seed``.
         split_file: optional CSV ``case_id,split`` that replaces the seeded split.
         workers: processes that slice cases in parallel (1 = in this process).
         overwrite: redo every case even when an up-to-date folder exists.
@@ -215,7 +324,8 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
         :class:`SlicingReport` with per-case counts and timing.
 
     Raises:
-        BratsDataError: bad settings (e.g. ``image_size`` outside ``[8, MAX_IMAGE_SIZE]``);
+        BratsDataError: bad settings (e.g. ``image_size`` outside ``[8, MAX_IMAGE_SIZE]``); a
+            ``crop_size`` larger than a case's grid (naming ``crop_size`` and the case);
             ``out_dir`` is a file; or any data error of
             :func:`~amecam_lib.volumes.find_cases`, :func:`~amecam_lib.volumes.load_case`,
             :func:`~amecam_lib.splits.read_split_file` or
@@ -226,8 +336,10 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
 
     Warns (``UserWarning``) when the run folder's existing ``split.csv`` is replaced by a
     different split (the moved cases are in :attr:`SlicingReport.split_moved`: models trained on
-    the old split must not be evaluated on the new one), and when a case folder with the same
-    settings is redone because a stored file is missing or incomplete.
+    the old split must not be evaluated on the new one), when a case folder with the same
+    settings is redone because a stored file is missing or incomplete, and when a case's brain
+    is larger than ``crop_size`` (the case, its brain and tumour voxels outside the window, and a
+    larger ``crop_size``; see the module docstring for what is cut).
     """
     _check_config(config, workers)
     start = time.perf_counter()
@@ -262,10 +374,13 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
                 bar.set_postfix_str(f"redid {case_report.case_id}", refresh=False)
                 warnings.warn(f"case {case_report.case_id}: {case_report.redone_because}; "
                               f"sliced it again", stacklevel=2)
+            if case_report.cut:
+                warnings.warn(f"case {case_report.case_id}: {cut_message(case_report, config.crop_size)}",
+                              stacklevel=2)
             bar.update(1)
 
     _write_manifest(out_dir / "manifest.csv", slices_dir, assignment)
-    report = SlicingReport(run_dir=out_dir, split_moved=split_moved)
+    report = SlicingReport(run_dir=out_dir, split_moved=split_moved, crop_size=config.crop_size)
     report.cases = [dataclasses.replace(results[case_id], split=assignment[case_id])
                     for case_id in case_ids]
     report.seconds = time.perf_counter() - start
@@ -343,10 +458,31 @@ def _ignore_interrupts() -> None:
 
 
 def slice_settings(config: DataConfig) -> dict:
-    """The settings a case folder depends on (stored in ``case.json``, compared on reruns)."""
+    """The settings a case folder depends on (stored in ``case.json``, compared on reruns; a
+    changed geometry redoes the case)."""
     return {"format": SLICE_FORMAT, "modalities": list(config.modalities),
-            "image_size": int(config.image_size), "tumour_fraction": float(config.tumour_fraction),
+            "image_size": None if config.image_size is None else int(config.image_size),
+            "crop_size": None if config.crop_size is None else [int(n) for n in config.crop_size],
+            "crop_zoom": float(config.crop_zoom), "tumour_fraction": float(config.tumour_fraction),
             "min_brain_fraction": float(config.min_brain_fraction)}
+
+
+def describe_geometry(config: DataConfig) -> str:
+    """One line saying what slices a config stores, e.g. ``"160 x 192 px window around the brain
+    at the native grid, zoom 0.4 -> 64 x 77 px"`` or ``"whole slice resampled to 128 x 128 px"``."""
+    height, width = config.image_shape
+    if config.crop_size is None:
+        return f"whole slice resampled to {height} x {width} px"
+    zoom = "" if config.crop_zoom == 1.0 else f", zoom {config.crop_zoom:g} -> {height} x {width} px"
+    return (f"{config.crop_size[0]} x {config.crop_size[1]} px window around the brain at the native "
+            f"grid{zoom}")
+
+
+def _stored_shape(settings: dict) -> tuple[int, int]:
+    """``(H, W)`` of the stored slices made with ``settings`` (:attr:`DataConfig.image_shape`)."""
+    if settings["crop_size"] is None:
+        return (settings["image_size"], settings["image_size"])
+    return tuple(zoomed_size(n, settings["crop_zoom"]) for n in settings["crop_size"])
 
 
 def _check_config(config: DataConfig, workers: int) -> None:
@@ -354,10 +490,21 @@ def _check_config(config: DataConfig, workers: int) -> None:
     if not config.modalities or unknown or len(set(config.modalities)) != len(config.modalities):
         raise BratsDataError(f"modalities must be distinct names from {MODALITIES}, got "
                              f"{tuple(config.modalities)}")
-    if (int(config.image_size) != config.image_size or config.image_size < 8
-            or config.image_size > MAX_IMAGE_SIZE):
-        raise BratsDataError(f"image_size must be an integer in [8, {MAX_IMAGE_SIZE}] (pixels), "
-                             f"got {config.image_size}")
+    if config.crop_size is None:
+        if (int(config.image_size) != config.image_size or config.image_size < MIN_IMAGE_SIZE
+                or config.image_size > MAX_IMAGE_SIZE):
+            raise BratsDataError(f"image_size must be an integer in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] "
+                                 f"(pixels), got {config.image_size}")
+    else:
+        crop = config.crop_size
+        if (len(crop) != 2 or any(int(n) != n or not MIN_IMAGE_SIZE <= n <= MAX_IMAGE_SIZE for n in crop)):
+            raise BratsDataError(f"crop_size must be two integers (H, W) in [{MIN_IMAGE_SIZE}, "
+                                 f"{MAX_IMAGE_SIZE}] (pixels of the original grid), got {crop}")
+        if not (config.crop_zoom > 0 and min(config.image_shape) >= MIN_IMAGE_SIZE
+                and max(config.image_shape) <= MAX_IMAGE_SIZE):
+            raise BratsDataError(f"crop_zoom={config.crop_zoom} makes {config.image_shape[0]} x "
+                                 f"{config.image_shape[1]} px slices from crop_size={tuple(crop)}; "
+                                 f"each side must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}]")
     if not 0.0 <= config.tumour_fraction < 1.0:
         raise BratsDataError(f"tumour_fraction must be in [0, 1), got {config.tumour_fraction}")
     if not 0.0 <= config.min_brain_fraction < 1.0:
@@ -377,10 +524,11 @@ def _slice_case(task) -> CaseReport:
     """Slice one case into ``slices_dir/<case_id>`` (or reuse it); return its counts.
 
     One vectorised pass per volume on the intensities as stored (no float copy of the volume):
-    per-slice tumour and brain counts with ``np.count_nonzero(axis=(0, 1))``, then the kept
-    slices encoded straight to ``uint16`` codes (:func:`image_codes`). Only the small report
-    travels back to the parent process: the per-slice rows stay in the case's ``slices.csv``, so
-    memory does not grow with the number of cases.
+    per-slice tumour and brain counts with ``np.count_nonzero(axis=(0, 1))`` (on the whole
+    original slice, crop or not), the brain box and crop window, then the kept slices encoded
+    straight to ``uint16`` codes (:func:`image_codes`). Only the small report travels back to the
+    parent process: the per-slice rows stay in the case's ``slices.csv``, so memory does not grow
+    with the number of cases.
     """
     case, settings, slices_dir, overwrite = task
     start = time.perf_counter()
@@ -388,9 +536,9 @@ def _slice_case(task) -> CaseReport:
     sources = _source_fingerprint(case, settings["modalities"])
     redone_because = ""
     if not overwrite:
-        records, redone_because = _reusable_records(target, settings, sources)
+        records, info, redone_because = _reusable_records(target, settings, sources)
         if records is not None:
-            return _case_report(case, records, True, time.perf_counter() - start)
+            return _case_report(case, records, True, time.perf_counter() - start, info=info)
 
     volumes = load_case(case, settings["modalities"], normalise=False)
     n_x, n_y, n_z = volumes.shape
@@ -403,6 +551,13 @@ def _slice_case(task) -> CaseReport:
         above_minimum = image > image.min()
         brain = above_minimum if brain is None else np.logical_or(brain, above_minimum, out=brain)
     brain_pixels = np.count_nonzero(brain, axis=(0, 1))
+    box = brain_box(np.any(brain, axis=2))
+    crop_box, outside = None, {"brain_voxels": 0, "tumour_voxels": 0}
+    if settings["crop_size"] is not None:
+        crop_box = crop_window(box, (n_x, n_y), settings["crop_size"], case.case_id)
+        inside = np.s_[crop_box[0]:crop_box[0] + crop_box[2], crop_box[1]:crop_box[1] + crop_box[3]]
+        outside = {"brain_voxels": int(brain_pixels.sum() - np.count_nonzero(brain[inside])),
+                   "tumour_voxels": int(tumour_pixels.sum() - np.count_nonzero(whole_tumour[inside]))}
     del brain
     labels, ambiguous = label_slices(tumour_pixels, slice_pixels, settings["tumour_fraction"])
     kept = brain_pixels >= settings["min_brain_fraction"] * slice_pixels
@@ -418,23 +573,39 @@ def _slice_case(task) -> CaseReport:
             labels.tolist(), tumour_pixels.tolist(), brain_pixels.tolist(), ambiguous.tolist(),
             kept.tolist(), rows.tolist()))]
 
-    size = settings["image_size"]
+    shape = _stored_shape(settings)
+    as_box = (lambda b: None if b is None else dict(zip(("row0", "col0", "height", "width"), b)))
     info = {"case_id": case.case_id, "release": case.release.name,
             "modalities": settings["modalities"], "original_shape": list(volumes.shape),
-            "affine": volumes.affine.tolist(), "image_size": size, "z": kept_z.tolist(),
+            "affine": volumes.affine.tolist(), "image_size": settings["image_size"],
+            "image_shape": list(shape), "crop_box": as_box(crop_box), "crop_zoom": settings["crop_zoom"],
+            "brain_box": as_box(box), "outside_window": outside, "z": kept_z.tolist(),
             "image_storage": f"{CODE_DTYPE.name} codes; value in [0, 1] = code / {IMAGE_CODE_MAX}",
-            "slice_axes": "row r of each .npy = volume[:, :, z[r]] resized to image_size",
+            "slice_axes": ("row r of each .npy = volume[:, :, z[r]] resized to image_shape"
+                           if crop_box is None else
+                           "row r of each .npy = volume[row0:row0+height, col0:col0+width, z[r]] "
+                           "(crop_box) resized to image_shape"),
             "settings": settings, "sources": sources}
     with atomic_dir(target) as folder:
         for modality in settings["modalities"]:
-            np.save(folder / f"{modality}.npy", image_codes(volumes.images[modality], kept_z, size))
-        np.save(folder / "wt.npy", resize_masks(axial_stack(whole_tumour, kept_z), size))
+            np.save(folder / f"{modality}.npy",
+                    image_codes(volumes.images[modality], kept_z, shape, window=crop_box))
+        np.save(folder / "wt.npy", resize_masks(axial_stack(_window(whole_tumour, crop_box), kept_z), shape))
         (folder / "slices.csv").write_text(_to_csv(records, _CASE_COLUMNS), encoding="utf-8")
         (folder / "case.json").write_text(_json_text(info), encoding="utf-8")
-    return _case_report(case, records, False, time.perf_counter() - start, redone_because)
+    return _case_report(case, records, False, time.perf_counter() - start, redone_because, info=info)
 
 
-def image_codes(volume: np.ndarray, z: np.ndarray, size: int) -> np.ndarray:
+def _window(volume: np.ndarray, crop_box: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The crop window of an ``(X, Y, Z)`` volume as a view (the volume itself without a crop)."""
+    if crop_box is None:
+        return volume
+    row0, col0, height, width = crop_box
+    return volume[row0:row0 + height, col0:col0 + width, :]
+
+
+def image_codes(volume: np.ndarray, z: np.ndarray, size: int | tuple[int, int],
+                window: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Stored form of a volume's axial slices: ``uint16`` codes of the min-max normalised values.
 
     ``code = round(v * 65535)`` with ``v = (raw - min) / (max - min)`` over the whole volume
@@ -442,27 +613,33 @@ def image_codes(volume: np.ndarray, z: np.ndarray, size: int) -> np.ndarray:
     all zeros). At the native grid, integer data of at most 16 bits goes through an exact
     per-value lookup table (the code of every possible raw value computed in float64, then one
     gather that also transposes each slice), which is lossless: see the module docstring. Other
-    data (``int32``, float) is rounded from float64. When ``size`` differs from the grid, the
-    slices are resampled as :func:`resize_images` does (on the raw values in ``float32``, which
-    commutes with the min-max map), then normalised and encoded (:func:`encode_unit_images`).
+    data (``int32``, float) is rounded from float64. When ``size`` differs from the grid (or
+    the window), the slices are resampled as :func:`resize_images` does (on the raw values in
+    ``float32``, which commutes with the min-max map), then normalised and encoded
+    (:func:`encode_unit_images`). With ``window`` the slices are cut to it first; the min and max
+    are still those of the whole volume.
 
     Args:
         volume: ``(X, Y, Z)`` real array as stored (e.g. ``int16``, any memory order), finite.
         z: ``(K,)`` int, axial indices to keep, in storage order.
-        size: side S (pixels) of the stored slices.
+        size: ``(H, W)`` of the stored slices in pixels, or one side S for ``(S, S)``.
+        window: ``(row0, col0, height, width)`` crop window on the grid, or None (whole slice).
 
     Returns:
-        ``(K, S, S) uint16``; row ``r`` is ``volume[:, :, z[r]]`` (resized when ``S`` differs).
+        ``(K, H, W) uint16``; row ``r`` is ``volume[row0:row0 + height, col0:col0 + width, z[r]]``
+        (the whole ``volume[:, :, z[r]]`` without a window), resized when its size differs.
     """
     volume = np.asarray(volume)
     if not volume.dtype.isnative:
         volume = volume.astype(volume.dtype.newbyteorder("="))
     z = np.asarray(z, dtype=np.int64)
-    n_x, n_y = volume.shape[:2]
+    shape = _shape(size)
     low, high = volume.min().item(), volume.max().item()
     if z.size == 0 or high <= low:
-        return np.zeros((z.size, size, size), dtype=CODE_DTYPE)
-    native = (n_x, n_y) == (size, size)
+        return np.zeros((z.size, *shape), dtype=CODE_DTYPE)
+    volume = _window(volume, window)
+    n_x, n_y = volume.shape[:2]
+    native = (n_x, n_y) == shape
     if native and volume.dtype.kind in "iu" and volume.dtype.itemsize <= 2:
         index_type = np.dtype(f"u{volume.dtype.itemsize}")
         raw_values = np.arange(2 ** (8 * index_type.itemsize), dtype=index_type).view(volume.dtype)
@@ -479,7 +656,7 @@ def image_codes(volume: np.ndarray, z: np.ndarray, size: int) -> np.ndarray:
         return encode_unit_images(normalised)
     # Resampling weights are non-negative and sum to one, so resampling commutes with the
     # min-max map: resample the raw values, then normalise the (smaller) result.
-    resampled = _resample(axial_stack(volume, z).astype(np.float32), size).astype(np.float64)
+    resampled = _resample(axial_stack(volume, z).astype(np.float32), shape).astype(np.float64)
     normalised = np.clip((resampled - low) / (high - low), 0.0, 1.0, out=resampled)
     return encode_unit_images(normalised)
 
@@ -537,8 +714,16 @@ def axial_stack(volume: np.ndarray, z: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(selected, -1, 0))
 
 
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """Resample image slices to ``size x size`` pixels: bilinear, antialiased when shrinking.
+def _shape(size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(H, W)`` from an ``(H, W)`` pair or one side ``S``."""
+    if np.ndim(size) == 0:
+        return (int(size), int(size))
+    rows, cols = size
+    return (int(rows), int(cols))
+
+
+def resize_images(images: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resample image slices to ``(H, W)`` pixels: bilinear, antialiased when shrinking.
 
     Uses Pillow's resampling (``Image.resize(..., BILINEAR)`` on 32-bit float images), whose
     filter widens with the reduction factor; ``torch.nn.functional.interpolate(mode="bilinear",
@@ -548,28 +733,31 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     weights are non-negative and sum to one, so values stay in ``[0, 1]`` (clipped against
     rounding).
 
+    Rows stay rows: Pillow sizes are ``(width, height)``, so the call is given ``(W, H)``.
+
     Args:
-        images: ``(Z, H, W) float32`` in ``[0, 1]``.
-        size: output side S in pixels.
+        images: ``(Z, h, w) float32`` in ``[0, 1]``.
+        size: output ``(H, W)`` in pixels, or one side S for ``(S, S)``.
 
     Returns:
-        ``(Z, S, S) float32`` in ``[0, 1]``.
+        ``(Z, H, W) float32`` in ``[0, 1]``.
     """
     resized = _resample(images, size)
     return np.clip(resized, 0.0, 1.0, out=resized)
 
 
-def _resample(images: np.ndarray, size: int) -> np.ndarray:
-    """:func:`resize_images` without the clipping: ``(Z, H, W)`` real -> ``(Z, S, S) float32``."""
-    resized = np.empty((images.shape[0], size, size), dtype=np.float32)
+def _resample(images: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """:func:`resize_images` without the clipping: ``(Z, h, w)`` real -> ``(Z, H, W) float32``."""
+    rows, cols = _shape(size)
+    resized = np.empty((images.shape[0], rows, cols), dtype=np.float32)
     for index, image in enumerate(images):
         resized[index] = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32)).resize(
-            (size, size), Image.Resampling.BILINEAR)
+            (cols, rows), Image.Resampling.BILINEAR)
     return resized
 
 
-def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
-    """Resample mask slices to ``size x size`` pixels: nearest neighbour, pixel-centre aligned.
+def resize_masks(masks: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resample mask slices to ``(H, W)`` pixels: nearest neighbour, pixel-centre aligned.
 
     Output pixel ``o`` takes input pixel ``floor((o + 0.5) * H / S)`` along each axis: the
     pixel-centre rule of Pillow's ``NEAREST`` (same grid as :func:`resize_images`) and of torch's
@@ -577,18 +765,19 @@ def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
     Written as one numpy gather for all slices (no library call per slice is needed for it).
 
     Args:
-        masks: ``(Z, H, W) bool``.
-        size: output side S in pixels.
+        masks: ``(Z, h, w) bool``.
+        size: output ``(H, W)`` in pixels, or one side S for ``(S, S)``.
 
     Returns:
-        ``(Z, S, S) bool`` (``masks`` itself when already ``S x S``).
+        ``(Z, H, W) bool`` (``masks`` itself when already ``H x W``).
     """
     masks = np.asarray(masks, dtype=bool)
     n_rows, n_cols = masks.shape[1:]
-    if (n_rows, n_cols) == (size, size):
+    out_rows, out_cols = _shape(size)
+    if (n_rows, n_cols) == (out_rows, out_cols):
         return masks
-    rows = _nearest_indices(n_rows, size)
-    cols = _nearest_indices(n_cols, size)
+    rows = _nearest_indices(n_rows, out_rows)
+    cols = _nearest_indices(n_cols, out_cols)
     return masks[:, rows[:, None], cols[None, :]]
 
 
@@ -642,36 +831,37 @@ def _map_stored_array(path: Path, shape: tuple[int, ...] | None,
 
 
 def _reusable_records(target: Path, settings: dict,
-                      sources: dict) -> tuple[list[dict] | None, str]:
-    """The stored rows of a complete case folder made with ``settings`` from ``sources``.
+                      sources: dict) -> tuple[list[dict] | None, dict | None, str]:
+    """The stored rows and ``case.json`` of a complete case folder made with ``settings`` from
+    ``sources``.
 
-    Returns ``(rows, "")`` when the folder can be reused; ``(None, "")`` when there is no such
-    folder or it was made otherwise (settings or sources changed: redone silently, as asked);
-    ``(None, reason)`` when it was made with these settings but a ``.npy`` file is missing,
-    truncated or of the wrong shape or type (redone, and the caller says so).
+    Returns ``(rows, info, "")`` when the folder can be reused; ``(None, None, "")`` when there is
+    no such folder or it was made otherwise (settings or sources changed: redone silently, as
+    asked); ``(None, None, reason)`` when it was made with these settings but a ``.npy`` file is
+    missing, truncated or of the wrong shape or type (redone, and the caller says so).
     """
     info_path, rows_path = target / "case.json", target / "slices.csv"
     if not (info_path.is_file() and rows_path.is_file()):
-        return None, ""
+        return None, None, ""
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except ValueError:
-        return None, ""
+        return None, None, ""
     if info.get("settings") != settings or info.get("sources") != sources:
-        return None, ""
+        return None, None, ""
     try:
         records = _read_case_rows(rows_path)
     except (ValueError, KeyError, TypeError) as error:
-        return None, f"{rows_path} is unreadable ({error!r})"
-    size = settings["image_size"]
+        return None, None, f"{rows_path} is unreadable ({error!r})"
+    shape = _stored_shape(settings)
     n_kept = sum(1 for record in records if record["kept"])
     expected = {f"{m}.npy": CODE_DTYPE for m in settings["modalities"]} | {"wt.npy": np.dtype(bool)}
     for name, dtype in expected.items():
-        array, problem = _map_stored_array(target / name, (n_kept, size, size), dtype)
+        array, problem = _map_stored_array(target / name, (n_kept, *shape), dtype)
         del array  # close the memory map: only the header was needed
         if problem:
-            return None, problem
-    return records, ""
+            return None, None, problem
+    return records, info, ""
 
 
 def _read_case_rows(path: Path) -> list[dict]:
@@ -686,16 +876,20 @@ def _read_case_rows(path: Path) -> list[dict]:
 
 
 def _case_report(case: CaseFiles, records: list[dict], reused: bool, seconds: float,
-                 redone_because: str = "") -> CaseReport:
-    """Counts of one case (split filled in by the caller)."""
+                 redone_because: str = "", info: dict | None = None) -> CaseReport:
+    """Counts of one case (split filled in by the caller); brain box and voxels outside the crop
+    window from its ``case.json`` contents ``info``."""
     kept = [r for r in records if r["kept"]]
+    box = (info or {}).get("brain_box") or {"height": 0, "width": 0}
+    outside = (info or {}).get("outside_window") or {"brain_voxels": 0, "tumour_voxels": 0}
     return CaseReport(
         case_id=case.case_id, release=case.release.name, split="", slices=len(records),
         tumour=sum(r["label"] == 1 for r in kept),
         normal=sum(r["tumour_pixels"] == 0 for r in kept),
         ambiguous=sum(bool(r["ambiguous"]) for r in kept),
         dropped=len(records) - len(kept), reused=reused, seconds=seconds,
-        redone_because=redone_because)
+        redone_because=redone_because, brain_extent=(int(box["height"]), int(box["width"])),
+        brain_outside=int(outside["brain_voxels"]), tumour_outside=int(outside["tumour_voxels"]))
 
 
 def _write_manifest(path: Path, slices_dir: Path, assignment: dict[str, str]) -> None:
@@ -722,6 +916,7 @@ def _json_text(obj) -> str:
 
 
 __all__ = ["CODE_DTYPE", "CaseReport", "IMAGE_CODE_MAX", "MANIFEST_COLUMNS", "MAX_IMAGE_SIZE",
-           "SLICE_FORMAT", "SlicingReport", "axial_stack", "decode_images", "encode_unit_images",
-           "image_codes", "label_slices", "open_stored_array", "resize_images", "resize_masks",
-           "slice_dataset", "slice_settings"]
+           "MIN_IMAGE_SIZE", "SLICE_FORMAT", "SlicingReport", "axial_stack", "brain_box", "crop_window",
+           "cut_message", "decode_images", "describe_geometry", "encode_unit_images", "image_codes",
+           "label_slices", "open_stored_array", "resize_images", "resize_masks", "slice_dataset",
+           "slice_settings"]

@@ -22,7 +22,6 @@ Without ``--run-dir`` the BraTS sample (``$AMECAM_DATA_DIR``) is sliced into a t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import tempfile
@@ -149,8 +148,8 @@ def main(argv=None) -> int:
             from amecam_lib.slicing import slice_dataset
 
             run_dir = Path(scratch)
-            config = dataclasses.replace(get_preset("demo").data, image_size=args.image_size,
-                                         modalities=(args.modality,))
+            config = get_preset("demo").with_overrides(image_size=args.image_size,  # square, whatever demo's geometry
+                                                       modalities=(args.modality,)).data
             slice_dataset(default_data_dir(), run_dir, config, workers=1, progress=False)
         loader_rates = bench_loader(run_dir, args.modality, args.batch_size, args.num_workers, device,
                                     args.loader_batches)

@@ -5,6 +5,8 @@ Example::
 
     python data_scripts/slice_brats.py --data-dir ../shared/data/brats_sample --out runs/demo \\
         --modalities flair t1ce --preset demo --workers 2
+    # crop, don't shrink: a 160 x 192 px window around each brain at the native 1 mm grid
+    python data_scripts/slice_brats.py --out runs/crop --crop 160 192
 
 Writes ``OUT/slices/<case_id>/``, ``OUT/manifest.csv`` and ``OUT/split.csv`` and prints the
 per-case slice counts. Exits with status 2 and a one-line message on bad input, and with status
@@ -30,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Slice BraTS NIfTI cases into labelled axial slices (AME-CAM tutorial, step 01).",
         epilog="Settings not given come from the preset (default: demo, 128 px; 'paper' keeps "
-               "the 240 px grid).")
+               "the 240 px grid; 'smoke' crops 160 x 192 px at zoom 0.4). --image-size and --crop "
+               "are two geometries: give at most one; either replaces the preset's.")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="BraTS root holding one folder per case (default: $AMECAM_DATA_DIR "
                              "or ../shared/data/brats_sample)")
@@ -39,8 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="modalities to slice (default: the preset's, flair)")
     parser.add_argument("--preset", choices=PRESET_NAMES, default="demo",
                         help="preset giving the defaults below (default: demo)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="side of the stored slices in pixels (demo: 128, paper: 240)")
+    geometry = parser.add_mutually_exclusive_group()
+    geometry.add_argument("--image-size", type=int, default=None,
+                          help="resample the whole slice to this side in pixels (demo: 128, paper: 240)")
+    geometry.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=None,
+                          help="cut an H x W px window around each case's brain at the native grid "
+                               "(H along the volume's first axis, W along its second; e.g. 160 192)")
+    parser.add_argument("--crop-zoom", type=float, default=None,
+                        help="resample the crop window by this factor (e.g. 0.4: 160 x 192 -> 64 x 77 px)")
     parser.add_argument("--tumour-fraction", type=float, default=None,
                         help="slice is tumour when WT area > this fraction of the slice (0.01)")
     parser.add_argument("--min-brain-fraction", type=float, default=None,
@@ -70,10 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         preset = get_preset(args.preset).with_overrides(**{
             "data.modalities": tuple(args.modalities) if args.modalities else None,
             "data.image_size": args.image_size,
+            "data.crop_size": tuple(args.crop) if args.crop else None,
+            "data.crop_zoom": args.crop_zoom,
             "data.tumour_fraction": args.tumour_fraction,
             "data.min_brain_fraction": args.min_brain_fraction,
             "data.seed": args.seed,
         })
+    except ValueError as error:  # a geometry that does not fit together, e.g. --crop-zoom without a crop
+        print(f"slice_brats: error: {error}", file=sys.stderr)
+        return 2
+    try:
         data_dir = args.data_dir if args.data_dir is not None else default_data_dir()
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from amecam_lib.aggregation import load_attention, train_attention
 from amecam_lib.config import get_preset
-from amecam_lib.evaluation import (PAPER_RESULTS, RESULT_COLUMNS, evaluate, load_predictions, results_markdown,
-                                   subset_indices, summary_row, threshold_masks)
+from amecam_lib.evaluation import (PAPER_RESULTS, RESULT_COLUMNS, evaluate, load_predictions, pixel_spacing_mm,
+                                   results_markdown, subset_indices, summary_row, threshold_masks)
 from amecam_lib.export import export_case_masks
 from amecam_lib.losses.exits import multi_exit_loss
 from amecam_lib.models.multi_exit import MultiExitResNet
@@ -155,3 +155,95 @@ def test_gating_by_prediction_empties_masks_of_slices_called_normal(trained_run)
     for method in methods:
         assert not gated.masks[method][called_normal].any()
         np.testing.assert_array_equal(gated.masks[method][~called_normal], plain.masks[method][~called_normal])
+
+
+def _write_case_json(run, case_id, *, affine, original_shape, image_shape, crop_box=None):
+    import json
+
+    folder = run / "slices" / case_id
+    folder.mkdir(parents=True)
+    box = None if crop_box is None else dict(zip(("row0", "col0", "height", "width"), crop_box))
+    folder.joinpath("case.json").write_text(json.dumps({
+        "case_id": case_id, "release": "BraTS 2021", "modalities": ["flair"], "original_shape": original_shape,
+        "affine": affine, "image_size": None if crop_box else image_shape[0], "image_shape": image_shape,
+        "crop_box": box, "z": [0], "settings": {"format": 3}}))
+
+
+def test_pixel_spacing_mm_per_axis_for_resampling_crop_and_zoom(tmp_path):
+    one_mm = np.eye(4).tolist()
+    # BraTS-like: 240 x 240 at 1 mm resampled to 128 px -> 1.875 mm; a 160 x 192 crop at zoom 1 -> 1 mm;
+    # the same crop at zoom 0.4 (64 x 77 px) -> 160 / 64 = 2.5 and 192 / 77 mm; 2 x 0.5 mm voxels, crop
+    # 40 x 40 to 20 x 20 px -> 4 and 1 mm (the affine's column lengths, even rotated)
+    rotated = [[0.0, -0.5, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    _write_case_json(tmp_path, "resampled", affine=one_mm, original_shape=[240, 240, 155], image_shape=[128, 128])
+    _write_case_json(tmp_path, "crop", affine=one_mm, original_shape=[240, 240, 155], image_shape=[160, 192],
+                     crop_box=(40, 24, 160, 192))
+    _write_case_json(tmp_path, "zoom", affine=one_mm, original_shape=[240, 240, 155], image_shape=[64, 77],
+                     crop_box=(40, 24, 160, 192))
+    _write_case_json(tmp_path, "anisotropic", affine=rotated, original_shape=[60, 60, 10], image_shape=[20, 20],
+                     crop_box=(10, 10, 40, 40))
+    spacing = pixel_spacing_mm(tmp_path, ["zoom", "crop", "resampled", "crop", "anisotropic"])
+    assert list(spacing) == ["anisotropic", "crop", "resampled", "zoom"]
+    assert spacing["resampled"] == pytest.approx((1.875, 1.875))
+    assert spacing["crop"] == (1.0, 1.0)
+    assert spacing["zoom"] == pytest.approx((2.5, 192 / 77))
+    assert spacing["anisotropic"] == pytest.approx((4.0, 1.0))
+
+
+@pytest.fixture(scope="module")
+def crop_run(tmp_path_factory):
+    """Three synthetic cases on a 48 x 56 x 8 grid sliced with a 40 x 48 crop at the native grid
+    (brain rows 6..41, cols 4..51: the window starts at row 4, col 4): a whole, tiny run."""
+    from _synthetic import write_case
+    from amecam_lib.slicing import slice_dataset
+
+    root = tmp_path_factory.mktemp("crop_data")
+    rng = np.random.default_rng(0)
+    shape = (48, 56, 8)
+    for index, case_id in enumerate(["BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003"]):
+        flair = np.zeros(shape, np.int16)
+        flair[6:42, 4:52, :] = rng.integers(100, 300, size=(36, 48, 8))
+        seg = np.zeros(shape, np.uint8)
+        seg[12 + index:24 + index, 20:32, 2:6] = 2                  # 144 px > 1 % of 2,688: tumour
+        flair[seg > 0] = 900
+        write_case(root, case_id, shape=shape, seg=seg, images={"flair": flair})
+    preset = get_preset("smoke").with_overrides(**{
+        "crop_size": (40, 48), "crop_zoom": 1.0, "min_brain_fraction": 0.0, "val_fraction": 0.1,
+        "test_fraction": 0.1, "pretrain.batch_size": 8, "multi_exit.epochs": 1, "multi_exit.batch_size": 8,
+        "aggregation.batch_size": 8, "aggregation.hidden": 4})
+    run = tmp_path_factory.mktemp("crop_run")
+    slice_dataset(root, run, preset.data, progress=False)
+    return run, preset
+
+
+def test_every_phase_runs_on_a_non_square_crop_run(crop_run):
+    """SupCon -> multi-exit -> both attention networks -> every CAM method + CRF -> scores -> NIfTI,
+    on 40 x 48 px slices (H != W): a transposed or square-assuming step fails here."""
+    import nibabel as nib
+
+    from amecam_lib.phases import pretrain_supcon, train_multi_exit
+    from amecam_lib.slices import read_case_info
+
+    run, preset = crop_run
+    assert read_case_info(run, "BraTS2021_00001").crop_box == (4, 4, 40, 48)
+    pretrain_supcon(run, "flair", preset, device="cpu", progress=False)
+    train_multi_exit(run, "flair", preset, device="cpu", progress=False)
+    for exits in [(1, 2, 3, 4), (2, 3)]:
+        train_attention(run, "flair", preset, exits=exits, device="cpu", progress=False)
+    # every method but Score-CAM (seconds per slice; its non-square maps: test_cams_score_cam.py)
+    methods = [m for m in preset.evaluation.methods if m != "score_cam"]
+    result = evaluate(run, "flair", preset, methods=methods, device="cpu", progress=False)
+    test = result.slices
+    assert test.images.shape[1:] == (1, 40, 48) and test.masks.shape[1:] == (40, 48)
+    for method in methods:
+        assert result.maps[method].shape == (len(result.indices[method]), 40, 48), method
+        assert result.masks[method].shape == result.maps[method].shape, method
+    assert np.isfinite(result.table[list(RESULT_COLUMNS[1:])].to_numpy(dtype=float)).all()
+    assert len(result.table) == len(methods)
+    # the tumour (rows 12..25 of 48, cols 20..31 of 56) is inside the window: the stored truth holds all of it
+    assert test.masks.sum() == 144 * 4
+    paths = export_case_masks(run, "flair", "ame_cam_crf", result.masks["ame_cam_crf"], test.case_ids, test.z)
+    volume = np.asarray(nib.load(paths[0]).dataobj)
+    assert volume.shape == (48, 56, 8)
+    assert not volume[:4].any() and not volume[44:].any() and not volume[:, :4].any() and not volume[:, 52:].any()
+    assert volume.sum() == result.masks["ame_cam_crf"].sum()

@@ -83,3 +83,60 @@ def test_upsample_nearest_by_hand():
     small = np.array([[[1, 0], [0, 1]]], bool)
     expected = np.array([[[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]], bool)
     np.testing.assert_array_equal(upsample_nearest(small, (4, 4)), expected)
+
+
+def _sliced_crop(tmp_path, crop_zoom: float = 1.0):
+    """Three cases on a 40 x 48 x 3 grid, brain rows 10..29, cols 12..35 (all z): a 16 x 20 crop
+    window starts at row 10 + floor((20 - 16) / 2) = 12, col 12 + floor((24 - 20) / 2) = 14."""
+    shape = (40, 48, 3)
+    flair = np.zeros(shape, np.int16)
+    flair[10:30, 12:36, :] = 100
+    seg = np.zeros(shape, np.uint8)
+    seg[14:18, 16:20, 1] = 1          # inside the window
+    seg[10:12, 20:22, 2] = 2          # rows 10..11: above the window (cut)
+    seg[20:22, 24:26, 2] = 4          # inside
+    for case_id in CASES:
+        write_case(tmp_path / "data", case_id, shape=shape, seg=seg, images={"flair": flair},
+                   affines={"flair": AFFINE, "seg": AFFINE, "t1": AFFINE, "t1ce": AFFINE, "t2": AFFINE})
+    config = DataConfig(modalities=("flair",), image_size=None, crop_size=(16, 20), crop_zoom=crop_zoom,
+                        val_fraction=0.1, test_fraction=0.1)
+    with pytest.warns(UserWarning, match="4 tumour voxel"):  # the brain (20 x 24) is larger than the window
+        slice_dataset(tmp_path / "data", tmp_path / "run", config, progress=False)
+    return tmp_path / "run", seg > 0
+
+
+def test_a_pixel_goes_back_to_its_voxel_of_the_original_grid(tmp_path):
+    run, _ = _sliced_crop(tmp_path)
+    assert read_case_info(run, CASES[0]).crop_box == (12, 14, 16, 20)
+    masks = np.zeros((1, 16, 20), bool)
+    masks[0, 3, 17] = True                       # row 3, column 17 of the window
+    paths = export_case_masks(run, "flair", "m", masks, [CASES[0]], [2])
+    volume = np.asarray(nib.load(paths[0]).dataobj)
+    assert volume.shape == (40, 48, 3)
+    assert np.argwhere(volume).tolist() == [[12 + 3, 14 + 17, 2]]
+    with pytest.raises(ValueError, match="px"):
+        export_case_masks(run, "flair", "m", np.zeros((1, 20, 16), bool), [CASES[0]], [2])
+
+
+def test_crop_round_trip_puts_zero_outside_the_window(tmp_path):
+    run, truth = _sliced_crop(tmp_path)
+    slices = load_slices(run, "flair", "all")
+    paths = export_case_masks(run, "flair", "wt", slices.masks, slices.case_ids, slices.z)
+    volume = np.asarray(nib.load(paths[0]).dataobj) == 1
+    in_window = np.zeros_like(truth)
+    in_window[12:28, 14:34, :] = True
+    np.testing.assert_array_equal(volume, truth & in_window)
+    assert truth[10:12].any() and not volume[10:12].any()  # the cut tumour: 0 on the original grid
+
+
+def test_crop_with_zoom_round_trip(tmp_path):
+    # zoom 0.5: 16 x 20 -> 8 x 10; the tumour blocks sit on even offsets of the window, so they
+    # survive nearest down- and up-sampling exactly
+    run, truth = _sliced_crop(tmp_path, crop_zoom=0.5)
+    slices = load_slices(run, "flair", "all")
+    assert slices.masks.shape[1:] == (8, 10)
+    paths = export_case_masks(run, "flair", "wt", slices.masks, slices.case_ids, slices.z)
+    volume = np.asarray(nib.load(paths[0]).dataobj) == 1
+    in_window = np.zeros_like(truth)
+    in_window[12:28, 14:34, :] = True
+    np.testing.assert_array_equal(volume, truth & in_window)

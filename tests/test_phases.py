@@ -20,7 +20,7 @@ METRICS = [f"{kind}_exit{i}" for kind in ("acc", "auc") for i in range(1, 5)]
 
 @pytest.fixture(scope="module")
 def trained_run(sliced_run):
-    """SupCon for one epoch, then three multi-exit epochs (smoke preset, FLAIR, 64 px)."""
+    """SupCon for one epoch, then three multi-exit epochs (smoke preset, FLAIR, 64 x 77 px crops)."""
     preset = get_preset("smoke").with_overrides(**{"multi_exit.epochs": 3})
     pretrain_history = pretrain_supcon(sliced_run, "flair", preset, device="cpu", progress=False)
     multi_exit_history = train_multi_exit(sliced_run, "flair", preset, device="cpu", progress=False)
@@ -119,5 +119,5 @@ def test_checkpoint_config_carries_the_split_fingerprint(tmp_path):
     before = checkpoint_data_config(tmp_path, get_preset("smoke"))
     (tmp_path / "split.csv").write_text("case_id,split\nA,test\nB,val\nC,train\n")
     after = checkpoint_data_config(tmp_path, get_preset("smoke"))
-    assert before["image_size"] == 64
+    assert before["crop_size"] == (160, 192) and before["crop_zoom"] == 0.4
     assert before["split_fingerprint"] != after["split_fingerprint"]

@@ -15,6 +15,9 @@ from amecam_lib.slices import (SliceDataset, load_slices, read_case_images, read
                                read_manifest, select_slices, split_fingerprint)
 from amecam_lib.slicing import slice_dataset
 
+# the smoke preset's geometry (sliced_run): a 160 x 192 window at zoom 0.4 -> round(64.0) x round(76.8)
+HEIGHT, WIDTH = 64, 77
+
 
 def test_load_slices_shapes_and_labels(sliced_run):
     manifest = read_manifest(sliced_run)
@@ -23,9 +26,9 @@ def test_load_slices_shapes_and_labels(sliced_run):
         slices = load_slices(sliced_run, "flair", name)
         expected = manifest[(manifest.split == name) & (manifest.kept == 1)]
         n = len(expected)
-        assert slices.images.shape == (n, 1, 64, 64) and slices.images.dtype == np.float32
+        assert slices.images.shape == (n, 1, HEIGHT, WIDTH) and slices.images.dtype == np.float32
         assert slices.labels.shape == (n,) and slices.labels.dtype == np.int64
-        assert slices.masks.shape == (n, 64, 64) and slices.masks.dtype == bool
+        assert slices.masks.shape == (n, HEIGHT, WIDTH) and slices.masks.dtype == bool
         assert slices.images.min() >= 0 and slices.images.max() <= 1
         assert slices.labels.sum() == expected.label.sum()
         assert set(slices.case_ids) == set(split[split.split == name].case_id)
@@ -80,13 +83,13 @@ def test_lazy_dataset_equals_in_memory(sliced_run):
     assert (lazy.labels == slices.labels).all() and (lazy.case_ids == slices.case_ids).all()
     for index in (0, len(slices) - 1):
         image, label = lazy[index]
-        assert image.shape == (1, 64, 64) and image.dtype == torch.float32
+        assert image.shape == (1, HEIGHT, WIDTH) and image.dtype == torch.float32
         assert label.dtype == torch.int64 and label.item() == slices.labels[index]
         assert torch.equal(image, eager[index][0])
         assert torch.equal(image, torch.from_numpy(slices.images[index]))
         assert type(image) is torch.Tensor and image.is_contiguous()
     images, labels = next(iter(DataLoader(lazy, batch_size=8, shuffle=False)))
-    assert images.shape == (8, 1, 64, 64) and labels.dtype == torch.int64
+    assert images.shape == (8, 1, HEIGHT, WIDTH) and labels.dtype == torch.int64
 
 
 def test_transform_is_applied(sliced_run):
@@ -102,8 +105,48 @@ def test_case_info(sliced_run):
     info = read_case_info(sliced_run, case_id)
     kept = manifest[(manifest.case_id == case_id) & (manifest.kept == 1)]
     assert info.original_shape == (240, 240, 155) and info.affine.shape == (4, 4)
-    assert info.z.tolist() == kept.z.tolist() and info.image_size == 64
+    assert info.z.tolist() == kept.z.tolist() and info.image_shape == (HEIGHT, WIDTH)
     assert set(info.modalities) == {"flair", "t1ce"}
+    # a 160 x 192 window inside the 240 x 240 grid, around a brain that fits it (the sample's
+    # largest brain box is 145 x 177 px)
+    row0, col0, height, width = info.crop_box
+    assert (height, width) == (160, 192) and 0 <= row0 <= 80 and 0 <= col0 <= 48
+    assert info.brain_outside == 0 and info.tumour_outside == 0
+    assert info.pixel_spacing_mm == pytest.approx((160 / 64, 192 / 77))  # 1 mm voxels
+
+
+def test_case_info_of_a_format_2_folder_is_read_as_square(tmp_path):
+    """A case.json of storage format 2 (square slices, no image_shape) reads as S x S, no crop."""
+    import json
+
+    folder = tmp_path / "slices" / "BraTS2021_00001"
+    folder.mkdir(parents=True)
+    affine = [[2.0, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+    folder.joinpath("case.json").write_text(json.dumps({
+        "case_id": "BraTS2021_00001", "release": "BraTS 2021", "modalities": ["flair"],
+        "original_shape": [240, 240, 155], "affine": affine, "image_size": 128, "z": [3, 4],
+        "settings": {"format": 2, "image_size": 128}}))
+    info = read_case_info(tmp_path, "BraTS2021_00001")
+    assert info.image_shape == (128, 128) and info.crop_box is None and info.window == (0, 0, 240, 240)
+    # 2 mm x 0.5 mm voxels over 240 / 128
+    assert info.voxel_spacing_mm == (2.0, 0.5)
+    assert info.pixel_spacing_mm == pytest.approx((2.0 * 240 / 128, 0.5 * 240 / 128))
+
+
+def test_load_slices_refuses_a_run_of_mixed_shapes(tmp_path):
+    shape = (10, 10, 2)
+    for case_id in ("BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003"):
+        write_case(tmp_path / "data", case_id, shape=shape)
+    run = tmp_path / "run"
+    slice_dataset(tmp_path / "data", run, DataConfig(image_size=10), progress=False)
+    mixed = tmp_path / "mixed"
+    slice_dataset(tmp_path / "data", mixed, DataConfig(image_size=8), progress=False)
+    import shutil
+
+    shutil.rmtree(mixed / "slices" / "BraTS2021_00001")
+    shutil.copytree(run / "slices" / "BraTS2021_00001", mixed / "slices" / "BraTS2021_00001")
+    with pytest.raises(BratsDataError, match="one geometry"):
+        load_slices(mixed, "flair", "all")
 
 
 def test_empty_split_is_an_error(tmp_path):

@@ -97,7 +97,9 @@ def test_manifest_storage_and_report(tmp_path):
     np.testing.assert_allclose(decode_images(codes), expected, rtol=0, atol=0.5 / 65535 + 1e-7)
     info = json.loads((run / "slices" / CASES[2] / "case.json").read_text())
     assert info["z"] == [0, 1, 2] and info["original_shape"] == [20, 20, 4]
-    assert info["settings"]["format"] == SLICE_FORMAT == 2
+    assert info["settings"]["format"] == SLICE_FORMAT == 3
+    assert info["image_shape"] == [20, 20] and info["crop_box"] is None
+    assert info["brain_box"] == {"row0": 0, "col0": 0, "height": 20, "width": 20}
     assert info["release"] == "BraTS 2021" and np.allclose(info["affine"], np.eye(4))
 
     counts = {c.case_id: (c.slices, c.tumour, c.normal, c.ambiguous, c.dropped) for c in report.cases}
@@ -509,3 +511,216 @@ def test_cli_prints_a_changed_split_as_one_warning_line(tmp_path, capsys):
     lines = [line for line in captured.err.splitlines() if "split.csv changed" in line]
     assert len(lines) == 1 and lines[0].startswith("slice_brats: warning: ")
     assert "split.csv changed" in captured.out  # the table says it too
+
+
+# --- crop geometry: a window of the native grid around the brain ----------------------------------
+
+
+def position_volume(grid, rows, cols, n_z=3):
+    """``int16`` volume, 0 outside the brain block ``rows x cols`` (all z), ``1000 + 100 x + y``
+    inside: the stored value tells where on the original grid a pixel came from."""
+    x, y = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
+    volume = np.zeros((*grid, n_z), np.int16)
+    block = np.zeros(grid, bool)
+    block[rows[0]:rows[1], cols[0]:cols[1]] = True
+    volume[block] = (1000 + 100 * x + y)[block][:, None]
+    return volume
+
+
+def crop_dataset(root, grid, rows, cols, seg=None, n_z=3):
+    """Three cases with the brain block of :func:`position_volume` in FLAIR."""
+    flair = position_volume(grid, rows, cols, n_z)
+    for case_id in CASES:
+        write_case(root, case_id, shape=(*grid, n_z), images={"flair": flair}, seg=seg)
+    return flair
+
+
+def test_brain_box_and_crop_window_by_hand():
+    from amecam_lib.slicing import brain_box, crop_window
+
+    brain = np.zeros((40, 48), bool)
+    brain[10:20, 20:34] = True                        # rows 10..19, cols 20..33
+    assert brain_box(brain) == (10, 20, 10, 14)
+    # centred: row0 = 10 + floor((10 - 16) / 2) = 7, col0 = 20 + floor((14 - 20) / 2) = 17
+    assert crop_window((10, 20, 10, 14), (40, 48), (16, 20)) == (7, 17, 16, 20)
+    # a box at the grid's edge: rows 0..5 -> -5 -> 0; cols 40..47 -> 34 -> 48 - 20 = 28
+    assert crop_window((0, 40, 6, 8), (40, 48), (16, 20)) == (0, 28, 16, 20)
+    # a box longer than the window stays centred on it: 5 + floor((30 - 16) / 2) = 12
+    assert crop_window((5, 20, 30, 10), (40, 48), (16, 20)) == (12, 15, 16, 20)
+    # no brain at all: centred on the grid
+    assert brain_box(np.zeros((40, 48), bool)) is None
+    assert crop_window(None, (40, 48), (16, 20)) == (12, 14, 16, 20)
+    with pytest.raises(BratsDataError, match=r"crop_size=\(41, 20\).*40 x 48.*case X"):
+        crop_window(None, (40, 48), (41, 20), "X")
+
+
+@pytest.mark.parametrize("rows, cols, window", [
+    ((10, 20), (20, 34), (7, 17, 16, 20)),            # centred on the brain
+    ((0, 6), (40, 48), (0, 28, 16, 20)),              # brain at the grid's corner: shifted inside
+])
+def test_crop_stores_the_window_with_rows_along_x(tmp_path, rows, cols, window):
+    from amecam_lib.slices import SliceDataset, load_slices, read_case_images, read_case_info
+
+    grid = (40, 48)
+    seg = np.zeros((*grid, 3), np.uint8)
+    seg[rows[0]:rows[0] + 3, cols[0]:cols[0] + 2, 1] = 2          # 6 tumour voxels at the box corner
+    crop_dataset(tmp_path / "data", grid, rows, cols, seg=seg)
+    run = tmp_path / "run"
+    with warnings_as_errors():  # the brain fits: no warning
+        report = slice_dataset(tmp_path / "data", run, config(image_size=None, crop_size=(16, 20)),
+                               progress=False)
+    assert report.cut_cases == [] and "cut " not in report.table()
+    row0, col0, height, width = window
+    info = json.loads((run / "slices" / CASES[0] / "case.json").read_text())
+    assert info["crop_box"] == {"row0": row0, "col0": col0, "height": 16, "width": 20}
+    assert info["brain_box"] == {"row0": rows[0], "col0": cols[0], "height": rows[1] - rows[0],
+                                 "width": cols[1] - cols[0]}
+    assert info["image_shape"] == [16, 20] and info["outside_window"] == {"brain_voxels": 0, "tumour_voxels": 0}
+    assert info["settings"]["crop_size"] == [16, 20] and info["settings"]["image_size"] is None
+
+    case = read_case_info(run, CASES[0])
+    assert case.image_shape == (16, 20) and case.crop_box == window and case.window == window
+    assert case.pixel_spacing_mm == (1.0, 1.0)
+    stored = read_case_images(run, CASES[0], "flair")
+    assert stored.shape == (3, 16, 20)
+    # native grid, int16: lossless; raw = round(v * max); pixel (i, j) is voxel (row0 + i, col0 + j)
+    raw = np.rint(stored.astype(np.float64) * (1000 + 100 * (rows[1] - 1) + cols[1] - 1))
+    for i, j in [(0, 0), (15, 19), (rows[0] - row0, cols[0] - col0), (rows[1] - 1 - row0, cols[1] - 1 - col0)]:
+        x, y = row0 + i, col0 + j
+        inside = rows[0] <= x < rows[1] and cols[0] <= y < cols[1]
+        assert raw[1, i, j] == (1000 + 100 * x + y if inside else 0), (i, j)
+    masks = np.load(run / "slices" / CASES[0] / "wt.npy")
+    expected = np.zeros((16, 20), bool)
+    expected[rows[0] - row0:rows[0] - row0 + 3, cols[0] - col0:cols[0] - col0 + 2] = True
+    np.testing.assert_array_equal(masks[1], expected)
+    # read back the same way through load_slices and the lazy dataset
+    split = read_csv(run / "split.csv")[0]
+    slices = load_slices(run, "flair", split["split"])
+    assert slices.images.shape[1:] == (1, 16, 20) and slices.masks.shape[1:] == (16, 20)
+    image, _ = SliceDataset.from_run(run, "flair", split["split"])[0]
+    assert tuple(image.shape) == (1, 16, 20)
+
+
+def test_crop_zoom_resamples_the_window(tmp_path):
+    from amecam_lib.slices import read_case_info
+
+    crop_dataset(tmp_path / "data", (40, 48), (10, 30), (10, 34))
+    run = tmp_path / "run"
+    # 20 x 24 at zoom 0.4: round(8.0) x round(9.6) = 8 x 10 px of 20 / 8 = 2.5 and 24 / 10 = 2.4 mm
+    slice_dataset(tmp_path / "data", run, config(image_size=None, crop_size=(20, 24), crop_zoom=0.4),
+                  progress=False)
+    assert np.load(run / "slices" / CASES[0] / "flair.npy").shape == (3, 8, 10)
+    assert np.load(run / "slices" / CASES[0] / "wt.npy").shape == (3, 8, 10)
+    info = read_case_info(run, CASES[0])
+    assert info.image_shape == (8, 10) and info.crop_box == (10, 10, 20, 24)
+    assert info.pixel_spacing_mm == pytest.approx((2.5, 2.4))
+
+
+def test_a_brain_larger_than_the_window_is_kept_counted_and_warned(tmp_path):
+    from amecam_lib.slices import read_case_info
+
+    grid = (40, 48)
+    seg = np.zeros((*grid, 3), np.uint8)
+    seg[5:15, 22:24, 1] = 1           # 20 tumour voxels; rows 5..11 fall outside the window
+    crop_dataset(tmp_path / "data", grid, (5, 35), (20, 30), seg=seg)
+    run = tmp_path / "run"
+    with pytest.warns(UserWarning) as caught:
+        report = slice_dataset(tmp_path / "data", run, config(image_size=None, crop_size=(16, 20)),
+                               progress=False)
+    # window rows 12..27 (5 + floor((30 - 16) / 2)): rows 5..11 and 28..34 are out, 14 rows x 10 cols x 3 z
+    messages = [str(w.message) for w in caught]
+    for case_id in CASES:
+        message = next(m for m in messages if m.startswith(f"case {case_id}"))
+        assert "420 brain voxel(s) and 14 tumour voxel(s)" in message
+        assert "30 x 10 px" in message and "crop_size=(16, 20)" in message and "(32, 20)" in message
+    assert report.cut_cases == CASES
+    case = next(c for c in report.cases if c.case_id == CASES[0])
+    assert (case.brain_outside, case.tumour_outside, case.brain_extent) == (420, 14, (30, 10))
+    assert f"cut {CASES[0]}: " in report.table()
+    info = json.loads((run / "slices" / CASES[0] / "case.json").read_text())
+    assert info["outside_window"] == {"brain_voxels": 420, "tumour_voxels": 14}
+    assert info["crop_box"] == {"row0": 12, "col0": 15, "height": 16, "width": 20}
+    assert read_case_info(run, CASES[0]).tumour_outside == 14
+    # the 1 % rule counts the whole original slice (20 > 0.01 * 40 * 48 = 19.2 px), not the 6 in the window
+    row = next(r for r in read_csv(run / "manifest.csv") if r["case_id"] == CASES[0] and r["z"] == "1")
+    assert (row["tumour_pixels"], row["label"], row["brain_pixels"]) == ("20", "1", "300")
+    assert np.load(run / "slices" / CASES[0] / "wt.npy")[1].sum() == 6
+    # a rerun reuses the cases and says it again
+    with pytest.warns(UserWarning, match="420 brain voxel"):
+        report = slice_dataset(tmp_path / "data", run, config(image_size=None, crop_size=(16, 20)),
+                               progress=False)
+    assert all(c.reused for c in report.cases) and report.cut_cases == CASES
+
+
+def test_crop_leaves_the_manifest_counts_as_without_it(tmp_path):
+    """The label rule and the pixel counts are the same crop or not: original grid, whole slice."""
+    grid = (40, 48)
+    seg = np.zeros((*grid, 3), np.uint8)
+    seg[12:17, 22:26, 0] = 1          # 20 px > 19.2: tumour
+    seg[12:16, 22:26, 1] = 1          # 16 px: ambiguous
+    crop_dataset(tmp_path / "data", grid, (10, 20), (20, 34), seg=seg)
+    slice_dataset(tmp_path / "data", tmp_path / "square", config(image_size=24), progress=False)
+    slice_dataset(tmp_path / "data", tmp_path / "crop", config(image_size=None, crop_size=(16, 20)),
+                  progress=False)
+    square, crop = (read_csv(tmp_path / name / "manifest.csv") for name in ("square", "crop"))
+    assert square == crop
+    assert [(r["tumour_pixels"], r["label"], r["ambiguous"], r["brain_pixels"]) for r in crop[:3]] == [
+        ("20", "1", "0", "140"), ("16", "0", "1", "140"), ("0", "0", "0", "140")]
+
+
+def test_a_window_larger_than_the_grid_is_an_error_naming_crop_size(tmp_path):
+    small_dataset(tmp_path / "data")  # 20 x 20 grid
+    with pytest.raises(BratsDataError, match=r"crop_size=\(24, 16\) is larger than the in-plane grid 20 x 20"):
+        slice_dataset(tmp_path / "data", tmp_path / "run", config(image_size=None, crop_size=(24, 16)),
+                      progress=False)
+
+
+@pytest.mark.parametrize("crop_size, crop_zoom, message", [
+    ((4, 16), 1.0, "crop_size must be two integers"), ((16, 20.5), 1.0, "crop_size must be two integers"),
+    ((16, 20), 0.1, r"crop_zoom=0.1 makes 2 x 2 px"),
+])
+def test_bad_crop_settings_are_errors(tmp_path, crop_size, crop_zoom, message):
+    small_dataset(tmp_path / "data")
+    with pytest.raises(BratsDataError, match=message):
+        slice_dataset(tmp_path / "data", tmp_path / "run",
+                      config(image_size=None, crop_size=crop_size, crop_zoom=crop_zoom), progress=False)
+
+
+def test_a_changed_crop_redoes_the_cases(tmp_path):
+    crop_dataset(tmp_path / "data", (40, 48), (10, 20), (20, 34))
+    run = tmp_path / "run"
+    slice_dataset(tmp_path / "data", run, config(image_size=None, crop_size=(16, 20)), progress=False)
+    report = slice_dataset(tmp_path / "data", run, config(image_size=None, crop_size=(16, 20)), progress=False)
+    assert all(c.reused for c in report.cases)
+    report = slice_dataset(tmp_path / "data", run, config(image_size=None, crop_size=(16, 24)), progress=False)
+    assert not any(c.reused for c in report.cases)
+    assert np.load(run / "slices" / CASES[0] / "flair.npy").shape == (3, 16, 24)
+    report = slice_dataset(tmp_path / "data", run, config(image_size=None, crop_size=(16, 24), crop_zoom=0.5),
+                           progress=False)
+    assert not any(c.reused for c in report.cases)
+    assert np.load(run / "slices" / CASES[0] / "flair.npy").shape == (3, 8, 12)
+
+
+def test_non_square_resize_keeps_rows_and_columns():
+    # one bright pixel at row 2, column 7 of a 4 x 8 slice -> row 1, column 3 of 2 x 4
+    images = np.zeros((1, 4, 8), np.float32)
+    images[0, 2:4, 6:8] = 1.0
+    resized = resize_images(images, (2, 4))
+    assert resized.shape == (1, 2, 4)
+    assert np.argwhere(resized[0] == resized[0].max()).tolist() == [[1, 3]]
+    masks = images.astype(bool)
+    assert np.argwhere(resize_masks(masks, (2, 4))[0]).tolist() == [[1, 3]]
+    assert resize_masks(masks, (8, 16)).shape == (1, 8, 16)
+
+
+def test_cli_crop(tmp_path, capsys):
+    cli = load_cli()
+    crop_dataset(tmp_path / "data", (40, 48), (10, 20), (20, 34))
+    status = cli.main(["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                       "--crop", "16", "20", "--crop-zoom", "0.5", "--no-progress"])
+    assert status == 0, capsys.readouterr().err
+    assert np.load(tmp_path / "run" / "slices" / CASES[0] / "flair.npy").shape == (3, 8, 10)
+    status = cli.main(["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                       "--image-size", "20", "--crop-zoom", "0.5", "--no-progress"])
+    captured = capsys.readouterr()
+    assert status == 2 and "crop_zoom=0.5" in captured.err and captured.err.count("\n") == 1
