@@ -12,7 +12,10 @@ What makes sense for an axial brain slice in [0, 1]:
   zero background of skull-stripped scans stays zero; the output is clamped to [0, 1].
 
 Crop, flip and rotation are composed into one affine matrix per slice and applied in a single
-``grid_sample`` (bilinear, zero padding) for the whole batch. Written here, not taken from
+``grid_sample`` (bilinear, zero padding) for the whole batch. The matrix is built in pixel units
+and converted to ``affine_grid``'s normalised coordinates (:func:`sampling_matrices`), so a
+non-square ``H x W`` slice (a crop around the brain) is rotated rigidly, not sheared; crop sizes
+are fractions of each side, so ``crop_ratio`` is relative to the slice's own aspect. Written here, not taken from
 torchvision.transforms.v2, because v2 draws one parameter set per call: a batch would get the same
 crop for every slice, and a per-slice Python loop is what keeps a 2-core loader slow. The random
 parameters are drawn on the CPU from ``generator`` (or torch's global RNG), so results are
@@ -34,7 +37,8 @@ class MRIAugment:
 
     Args:
         crop_scale: range of the crop's area as a fraction of the slice.
-        crop_ratio: range of the crop's aspect ratio (width / height).
+        crop_ratio: range of the crop's aspect ratio (width / height) relative to the slice's
+            (1 keeps the slice's own aspect).
         hflip_p, vflip_p: probabilities of a left-right / up-down flip.
         max_rotation_deg: rotation drawn uniformly in +-this, degrees.
         brightness: intensities multiplied by a factor in ``1 +- brightness``.
@@ -93,11 +97,8 @@ class MRIAugment:
         hflip = torch.where(torch.rand(batch, generator=generator) < self.hflip_p, -1.0, 1.0)
         vflip = torch.where(torch.rand(batch, generator=generator) < self.vflip_p, -1.0, 1.0)
         angle = torch.deg2rad(self._uniform(batch, -self.max_rotation_deg, self.max_rotation_deg, generator))
-        cos, sin = angle.cos(), angle.sin()
-        # Output pixel p (normalised) samples the input at R(angle) @ diag(crop) @ diag(flip) @ p + centre.
-        sx, sy = crop_w * hflip, crop_h * vflip
-        theta = torch.stack([torch.stack([cos * sx, -sin * sy, centre_x], dim=1),
-                             torch.stack([sin * sx, cos * sy, centre_y], dim=1)], dim=1)
+        theta = sampling_matrices(crop_w * hflip, crop_h * vflip, centre_x, centre_y, angle,
+                                  tuple(images.shape[-2:]))
         theta = theta.to(device=images.device, dtype=torch.float32)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros",
@@ -116,6 +117,28 @@ class MRIAugment:
         brain_mean = (adjusted * brain).sum(dim=(1, 2, 3), keepdim=True) / brain_pixels
         adjusted = ((adjusted - brain_mean) * contrast + brain_mean) * brightness
         return torch.where(brain, adjusted.clamp(0, 1), torch.zeros_like(adjusted))
+
+
+def sampling_matrices(scale_x: torch.Tensor, scale_y: torch.Tensor, centre_x: torch.Tensor,
+                      centre_y: torch.Tensor, angle: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """``affine_grid`` matrices ``(B, 2, 3)``: output pixel ``p`` samples the input at
+    ``R(angle) diag(scale) p + centre``, the rotation taken in pixel units.
+
+    ``affine_grid`` works in normalised coordinates, ``x = 2 col / W - 1`` and
+    ``y = 2 row / H - 1`` (up to half a pixel), so a pixel offset ``q`` is ``D^-1 q`` with
+    ``D = diag(W / 2, H / 2)``. A rigid rotation in pixels is ``D^-1 R D`` in normalised units:
+    ``[[cos, -sin H / W], [sin W / H, cos]]``; on a square slice it is ``R`` itself.
+
+    Args:
+        scale_x, scale_y: ``(B,)`` crop fraction of each side times the flip sign (-1 flips).
+        centre_x, centre_y: ``(B,)`` crop centre in normalised coordinates, in [-1, 1].
+        angle: ``(B,)`` rotation in radians.
+        shape: ``(H, W)`` of the slices.
+    """
+    height, width = shape
+    cos, sin = angle.cos(), angle.sin()
+    return torch.stack([torch.stack([cos * scale_x, -sin * scale_y * (height / width), centre_x], dim=1),
+                        torch.stack([sin * scale_x * (width / height), cos * scale_y, centre_y], dim=1)], dim=1)
 
 
 @dataclass(frozen=True)

@@ -82,3 +82,32 @@ def test_bad_settings_raise(kwargs):
 def test_bad_shape_raises():
     with pytest.raises(ValueError, match="images"):
         MRIAugment()(torch.rand(32, 32))
+
+
+def test_rotation_is_rigid_in_pixels_on_a_non_square_slice():
+    """90 degrees on a 21 x 41 slice: the pixel 6 columns right of the centre (10, 20) must land
+    6 rows above it, at (4, 20); rotating in normalised units would land 3 rows away."""
+    import torch.nn.functional as F
+
+    from amecam_lib.augment import sampling_matrices
+
+    image = torch.zeros(1, 1, 21, 41)
+    image[0, 0, 10, 26] = 1.0
+    one = torch.ones(1)
+    theta = sampling_matrices(one, one, torch.zeros(1), torch.zeros(1), torch.full((1,), torch.pi / 2), (21, 41))
+    grid = F.affine_grid(theta, [1, 1, 21, 41], align_corners=False)
+    rotated = F.grid_sample(image, grid, mode="bilinear", align_corners=False)[0, 0]
+    assert torch.argwhere(rotated > 0.5).tolist() == [[4, 20]]
+    assert rotated[4, 20] == pytest.approx(1.0, abs=1e-5)
+    # on a square slice the matrix is the plain rotation
+    square = sampling_matrices(one, one, torch.zeros(1), torch.zeros(1), torch.full((1,), torch.pi / 6), (8, 8))
+    torch.testing.assert_close(square[0, :, :2], torch.tensor([[0.8660254, -0.5], [0.5, 0.8660254]]))
+
+
+def test_non_square_slices_keep_their_shape():
+    images = torch.zeros(3, 1, 24, 40)
+    images[:, :, 4:-4, 6:-6] = 0.5
+    augmented = MRIAugment()(images, torch.Generator().manual_seed(0))
+    assert augmented.shape == (3, 1, 24, 40) and augmented.min() >= 0 and augmented.max() <= 1
+    torch.testing.assert_close(IDENTITY(images, torch.Generator().manual_seed(0)), images)
+    assert TwoViews()(images).shape == (3, 2, 1, 24, 40)

@@ -39,3 +39,14 @@ def test_methods_announced_to_the_batch_share_one_pass():
         np.testing.assert_allclose(cam.numpy(), alone.numpy(), atol=1e-6)
     # Grad-CAM and LayerCAM differ here: LayerCAM drops the channel with a negative gradient
     assert not torch.allclose(together[grad_cam], together[layer_cam_last])
+
+
+def test_gradient_maps_of_a_non_square_slice_keep_rows_and_columns():
+    """A 3 x 5 slice (H != W): pytorch-grad-cam resizes to (width, height); the maps must come back
+    (3, 5) and equal the by-hand answers pixel for pixel, not transposed."""
+    wide = torch.tensor([[0.0, 0.25, 0.5, 0.75, 1.0], [1.0, 0.9, 0.5, 0.1, 0.0], [0.6, 0.0, 1.0, 0.3, 0.8]])
+    batch = CamBatch(wide[None, None], CamNetworks(LinearStagesNet()))
+    grad_cam, layer_cam_last = GradCam()(batch), LayerCamLast()(batch)
+    assert grad_cam.shape == layer_cam_last.shape == (1, 3, 5)
+    np.testing.assert_allclose(grad_cam[0].numpy(), np.maximum(2.0 * wide.numpy() - 1.0, 0.0), atol=1e-5)
+    np.testing.assert_allclose(layer_cam_last[0].numpy(), wide.numpy(), atol=1e-5)

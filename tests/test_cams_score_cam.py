@@ -39,3 +39,11 @@ def test_progress_bars_are_dropped_and_warnings_kept(capsys):
                 pass
             warnings.warn("kept", UserWarning)
     assert "3/3" not in capsys.readouterr().err
+
+
+def test_score_cam_of_a_non_square_slice_is_not_transposed():
+    bright = torch.full((3, 5), 0.9)
+    bright[0, 4], bright[2, 0], bright[1, 1] = 0.0, 1.0, 0.5     # sum x^2 > sum x (1 - x): the map is n(x)
+    cam = ScoreCam()(CamBatch(bright[None, None], CamNetworks(LinearStagesNet(), score_cam_batch_size=2)))
+    assert cam.shape == (1, 3, 5)
+    np.testing.assert_allclose(cam[0].numpy(), bright.numpy(), atol=1e-5)

@@ -80,3 +80,16 @@ def test_bad_inputs_name_the_argument(prob_map, image, match):
 def test_bad_options():
     with pytest.raises(ValueError, match="unary"):
         dense_crf(np.zeros((4, 4)), np.zeros((4, 4)), unary="bogus")
+
+
+def test_a_non_square_asymmetric_map_keeps_its_orientation():
+    """24 x 40 (H x W; pydensecrf takes width, height): a block in the top-right corner of the map
+    and image must come back in the top-right corner, not transposed or mirrored."""
+    image = np.full((24, 40), 0.2, np.float32)
+    image[2:10, 28:38] = 0.9                     # rows 2..9, columns 28..37
+    prob_map = np.where(image > 0.5, 0.9, 0.1)
+    refined = dense_crf(prob_map, image)
+    assert refined.shape == (24, 40)
+    rows, cols = np.nonzero(refined)
+    assert refined[2:10, 28:38].all() and rows.min() >= 1 and rows.max() <= 10 and cols.min() >= 27
+    assert not refined[14:, :].any() and not refined[:, :20].any()
