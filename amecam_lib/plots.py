@@ -95,6 +95,17 @@ def draw_contour(ax, mask: np.ndarray | None, colour: str = GT_COLOUR) -> None:
                    linewidths=1.2)
 
 
+def draw_window(ax, crop_box: Sequence[int] | None, colour: str = "#ffd600") -> None:
+    """Outline a crop window ``(row0, col0, height, width)`` of an ``(X, Y)`` slice drawn by
+    :func:`show_slice` (dashed; nothing for None). Rows of the array run across the picture,
+    columns down (:func:`display_view`)."""
+    if crop_box is None:
+        return
+    row0, col0, height, width = (int(v) for v in crop_box)
+    ax.add_patch(Rectangle((row0 - 0.5, col0 - 0.5), height, width, fill=False, edgecolor=colour,
+                           linestyle="--", linewidth=1.2))
+
+
 def show_mask(ax, mask: np.ndarray, *, contour: np.ndarray | None = None,
               title: str | None = None) -> None:
     """Draw a boolean ``(S, S)`` mask (white = tumour) on ``ax``, optionally with a GT contour."""
@@ -336,18 +347,19 @@ def plot_embeddings(before: np.ndarray, after: np.ndarray, labels: Sequence[int]
 # 03: multi-exit network
 
 
-def plot_exit_architecture(image_size: int, map_shapes: Sequence[tuple[int, int]],
+def plot_exit_architecture(image_shape: int | tuple[int, int], map_shapes: Sequence[tuple[int, int]],
                            channels: Sequence[int]) -> Figure:
     """Diagram of the multi-exit ResNet: one box per residual stage, drawn to the scale of its
-    map, with the exit (1x1 conv -> M_i -> GAP -> logit) under it.
+    map (height x width of the array), with the exit (1x1 conv -> M_i -> GAP -> logit) under it.
 
     Args:
-        image_size: input side in pixels.
+        image_shape: input ``(H, W)`` in pixels, or one side S for ``S x S``.
         map_shapes: ``(h_i, w_i)`` of M_1..M_4 (e.g. 60/30/15/8 px at 240 input).
         channels: channels C_i of each stage (64/128/256/512 for ResNet-18).
     """
     if len(map_shapes) != len(channels):
         raise ValueError("map_shapes and channels must have one entry per stage")
+    height, width = (image_shape, image_shape) if np.ndim(image_shape) == 0 else tuple(image_shape)
     n_stages = len(map_shapes)
     fig = Figure(figsize=(2.2 * (n_stages + 1), 4.0), layout="constrained")
     ax = fig.subplots()
@@ -356,17 +368,20 @@ def plot_exit_architecture(image_size: int, map_shapes: Sequence[tuple[int, int]
     ax.set_aspect("equal")
     ax.set_axis_off()
     centre_y = 0.55
-    sides = [0.8] + [max(0.08, 0.8 * h / float(image_size)) for h, _ in map_shapes]
-    captions = [f"input\n{image_size} x {image_size}"] + [
+    longest = float(max(height, width))
+    # (box width, box height) in axes units: the array's columns across, its rows up
+    boxes = [(max(0.08, 0.8 * w / longest), max(0.08, 0.8 * h / longest))
+             for h, w in [(height, width), *map_shapes]]
+    captions = [f"input\n{height} x {width}"] + [
         f"stage {i}: {c} ch\n{h} x {w}" for i, ((h, w), c) in enumerate(zip(map_shapes, channels), 1)]
-    for k, (side, caption) in enumerate(zip(sides, captions)):
+    for k, ((box_width, side), caption) in enumerate(zip(boxes, captions)):
         x_centre = k + 0.5
-        ax.add_patch(Rectangle((x_centre - side / 2, centre_y - side / 2), side, side,
+        ax.add_patch(Rectangle((x_centre - box_width / 2, centre_y - side / 2), box_width, side,
                                facecolor="#dddddd" if k == 0 else "#9ecae1", edgecolor="k"))
         ax.text(x_centre, centre_y + 0.45, caption, ha="center", va="bottom", fontsize=8)
         if k > 0:
-            ax.add_patch(FancyArrowPatch((k - 0.5 + sides[k - 1] / 2 + 0.04, centre_y),
-                                         (x_centre - side / 2 - 0.04, centre_y),
+            ax.add_patch(FancyArrowPatch((k - 0.5 + boxes[k - 1][0] / 2 + 0.04, centre_y),
+                                         (x_centre - box_width / 2 - 0.04, centre_y),
                                          arrowstyle="-|>", mutation_scale=12))
             ax.add_patch(FancyArrowPatch((x_centre, centre_y - side / 2 - 0.02), (x_centre, -0.3),
                                          arrowstyle="-|>", mutation_scale=12))
@@ -374,7 +389,7 @@ def plot_exit_architecture(image_size: int, map_shapes: Sequence[tuple[int, int]
             ax.text(x_centre, -0.36, f"exit {k}: 1x1 conv {c}->1\n$M_{k}$: {h} x {w}\n"
                     f"GAP -> logit $y_{k}$", ha="center", va="top", fontsize=8,
                     bbox=dict(boxstyle="round", facecolor="#fdd0a2", edgecolor="k"))
-    ax.set_title(f"multi-exit ResNet at {image_size} px input", fontsize=10)
+    ax.set_title(f"multi-exit ResNet at {height} x {width} px input", fontsize=10)
     return fig
 
 

@@ -6,8 +6,8 @@ data: ``*_browser(...)`` returns the widget, ``*_figure(...)`` returns a
 :class:`matplotlib.figure.Figure` (via :mod:`amecam_lib.plots`). The notebooks show both.
 
 - :func:`slice_browser` / :func:`slice_browser_figure`: a case's volumes, axial slice by axial
-  slice, in any modality, with the whole-tumour (WT) contour and the slice's label from the
-  run's ``manifest.csv`` (notebook 01).
+  slice, in any modality, with the whole-tumour (WT) contour, the slice's label from the
+  run's ``manifest.csv`` and, for a cropped run, the crop window as a dashed box (notebook 01).
 - :func:`method_browser` / :func:`method_browser_figure`: test slices x CAM methods, map and
   thresholded mask over the image with the WT contour (notebook 05).
 """
@@ -25,8 +25,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from amecam_lib.config import MODALITIES
-from amecam_lib.plots import plot_map_grid, show_mask, show_slice
-from amecam_lib.slices import read_manifest
+from amecam_lib.plots import draw_window, plot_map_grid, show_mask, show_slice
+from amecam_lib.releases import BratsDataError
+from amecam_lib.slices import read_case_info, read_manifest
 from amecam_lib.volumes import CaseVolumes, find_cases, load_case
 
 
@@ -78,6 +79,16 @@ def example_z(run_dir: str | os.PathLike, case_id: str) -> list[int]:
             [int(kind["z"].iloc[len(kind) // 2]) for kind in middle if not kind.empty])
 
 
+def _crop_box(run_dir: str | os.PathLike | None, case_id: str) -> tuple[int, int, int, int] | None:
+    """The case's crop window in ``run_dir`` (None: no run, not sliced there, or not cropped)."""
+    if run_dir is None:
+        return None
+    try:
+        return read_case_info(run_dir, case_id).crop_box
+    except BratsDataError:
+        return None
+
+
 def _slice_caption(manifest: pd.DataFrame | None, case_id: str, z: int, tumour_pixels: int) -> str:
     caption = f"{case_id}  z={z}  WT {tumour_pixels} px"
     if manifest is not None and (case_id, z) in manifest.index:
@@ -95,7 +106,7 @@ def slice_browser(data_dir: str | os.PathLike, run_dir: str | os.PathLike | None
 
     Volumes are read with :func:`amecam_lib.volumes.load_case` when a case is first chosen (the
     last two stay cached). With ``run_dir`` the caption shows each slice's label, split and
-    whether it was kept, from ``RUN/manifest.csv``.
+    whether it was kept, from ``RUN/manifest.csv``, and a cropped run's window is outlined.
 
     Args:
         data_dir: BraTS root folder.
@@ -121,6 +132,7 @@ def slice_browser(data_dir: str | os.PathLike, run_dir: str | os.PathLike | None
         ax = fig.subplots()
         show_slice(ax, axial_slice(volumes.images[modality_box.value], z_slider.value),
                    mask=tumour if contour_box.value else None)
+        draw_window(ax, _crop_box(run_dir, case_box.value))
         ax.set_title(_slice_caption(manifest, case_box.value, z_slider.value, int(tumour.sum())),
                      fontsize=8)
         _show_in(output, fig)
@@ -141,11 +153,12 @@ def slice_browser_figure(data_dir: str | os.PathLike, case_id: str, z_values: Se
         data_dir: BraTS root folder.
         case_id: the case to show.
         z_values: axial slice indices (rows).
-        run_dir: run folder for the row captions (label, split, kept), or None.
+        run_dir: run folder for the row captions (label, split, kept) and the crop window, or None.
         modalities: columns.
     """
     volumes = _load(str(data_dir), case_id)
     manifest = _manifest(run_dir)
+    crop_box = _crop_box(run_dir, case_id)
     fig = Figure(figsize=(2.2 * len(modalities), 2.3 * len(z_values) + 0.3), layout="constrained")
     axes = np.asarray(fig.subplots(len(z_values), len(modalities), squeeze=False))
     for r, z in enumerate(z_values):
@@ -155,6 +168,7 @@ def slice_browser_figure(data_dir: str | os.PathLike, case_id: str, z_values: Se
         for c, modality in enumerate(modalities):
             show_slice(axes[r, c], axial_slice(volumes.images[modality], z), mask=tumour,
                        title=modality if r == 0 else None)
+            draw_window(axes[r, c], crop_box)
         axes[r, 0].text(-0.05, 0.5, _slice_caption(manifest, case_id, z, int(tumour.sum()))
                         .replace("  ", "\n"), transform=axes[r, 0].transAxes, ha="right",
                         va="center", fontsize=7)
@@ -172,9 +186,9 @@ def method_browser(images: np.ndarray, masks: np.ndarray,
     methods (Score-CAM) only run for what is actually viewed.
 
     Args:
-        images: ``(N, 1, S, S)`` float in [0, 1].
-        masks: ``(N, S, S)`` bool WT ground truth.
-        compute_maps: ``((B, 1, S, S) images, methods) -> {method: (B, S, S) float in [0, 1]}``.
+        images: ``(N, 1, H, W)`` float in [0, 1].
+        masks: ``(N, H, W)`` bool WT ground truth.
+        compute_maps: ``((B, 1, H, W) images, methods) -> {method: (B, H, W) float in [0, 1]}``.
         methods: method names offered (the first is shown first).
         captions: ``N`` slice captions (e.g. ``"case z=70"``), or None.
         threshold: threshold for the mask panel (the evaluation's, 0.5 in the paper's code).
@@ -187,7 +201,7 @@ def method_browser(images: np.ndarray, masks: np.ndarray,
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1] != 1 or len(masks) != len(images):
-        raise ValueError(f"images must be (N, 1, S, S) with N masks, got {images.shape} and "
+        raise ValueError(f"images must be (N, 1, H, W) with N masks, got {images.shape} and "
                          f"{len(masks)} masks")
     if not methods:
         raise ValueError("methods is empty")

@@ -107,6 +107,15 @@ def test_plot_exit_architecture_draws_every_stage():
         plot_exit_architecture(64, [(16, 16)], [64, 128])
 
 
+def test_plot_exit_architecture_captions_height_by_width():
+    fig = plot_exit_architecture((64, 77), [(16, 20), (8, 10), (4, 5), (2, 3)], [64, 128, 256, 512])
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "input\n64 x 77" in texts and "stage 1: 64 ch\n16 x 20" in texts
+    assert fig.axes[0].get_title() == "multi-exit ResNet at 64 x 77 px input"
+    boxes = [patch for patch in fig.axes[0].patches if type(patch).__name__ == "Rectangle"]
+    assert boxes[0].get_width() > boxes[0].get_height()  # 77 columns drawn across, 64 rows up
+
+
 def test_plot_exit_metrics_one_bar_per_exit_and_metric():
     table = pd.DataFrame({"accuracy": [0.5, 0.6, 0.7, 0.8], "auc": [0.6, 0.7, 0.8, 0.9]},
                          index=["exit 1", "exit 2", "exit 3", "exit 4"])
