@@ -3,7 +3,7 @@
 A *run folder* holds everything one run of the series writes (slices, checkpoints, maps, tables,
 figures; see ARCHITECTURE.md). Its default place is ``<repository root>/runs/<preset>_<modality>``
 (``runs/`` is git-ignored). The notebooks' ``parameters`` cell leaves ``data_dir``, ``run_dir``,
-``image_size`` and the epoch counts at ``None``; the helpers here turn those ``None`` into the
+the geometry (``image_size``, ``crop_size``, ``crop_zoom``) and the epoch counts at ``None``; the helpers here turn those ``None`` into the
 project defaults, so that a notebook opened by hand and a notebook run by papermill
 (``data_scripts/run_pipeline.py``) resolve the same settings the same way.
 
@@ -14,6 +14,8 @@ Example::
     'smoke_flair'
     >>> notebook_preset("smoke", "t2", image_size=48).data.image_size
     48
+    >>> notebook_preset("demo", "t2", crop_size=[160, 192]).data.image_shape
+    (160, 192)
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ def resolve_run_dir(run_dir: str | os.PathLike | None, preset: str, modality: st
 
 
 def notebook_preset(preset: str | Preset, modality: str, *, image_size: int | None = None,
-                    seed: int | None = None, **overrides) -> Preset:
+                    crop_size=None, crop_zoom: float | None = None, seed: int | None = None,
+                    **overrides) -> Preset:
     """Build the preset a notebook runs with, from the notebook's ``parameters`` cell.
 
     The data section slices only ``modality`` (one grey modality per model, paper Sec. 3.2).
@@ -88,18 +91,23 @@ def notebook_preset(preset: str | Preset, modality: str, *, image_size: int | No
     Args:
         preset: a preset name for :func:`amecam_lib.config.get_preset`, or a :class:`Preset`.
         modality: the notebook's modality.
-        image_size: side of the slices in pixels, or None.
+        image_size: side of the slices in pixels (square resampling; replaces a preset's crop),
+            or None.
+        crop_size: ``(H, W)`` crop window at the native grid (replaces a preset's
+            ``image_size``; a list, as papermill passes it, is fine), or None.
+        crop_zoom: resampling factor of the crop window, or None.
         seed: seed of the split and of training, or None.
         **overrides: more settings for :meth:`Preset.with_overrides`, e.g.
             ``**{"pretrain.epochs": 2}``.
 
     Raises:
-        ValueError: an unknown preset or modality; KeyError: an unknown setting name.
+        ValueError: an unknown preset or modality; ``image_size`` and ``crop_size`` both given;
+            KeyError: an unknown setting name.
     """
     check_modality(modality)
     base = get_preset(preset) if isinstance(preset, str) else preset
     built = base.with_overrides(**{"data.modalities": (modality,), "data.image_size": image_size,
-                                   **overrides})
+                                   "data.crop_size": crop_size, "data.crop_zoom": crop_zoom, **overrides})
     if seed is not None:
         built = built.with_overrides(seed=seed, **{"data.seed": seed})
     return built

@@ -14,6 +14,7 @@ Examples::
 
     python data_scripts/run_pipeline.py --preset smoke --out /tmp/smoke_run
     python data_scripts/run_pipeline.py --preset demo --modality t1ce --data-dir /data/BraTS2021
+    python data_scripts/run_pipeline.py --preset demo --crop 160 192     # 1 mm crops, not 128 px
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from papermill.exceptions import PapermillExecutionError
 
 from amecam_lib.atomic import write_text
 from amecam_lib.config import MODALITIES, PRESET_NAMES
-from amecam_lib.runs import REPO_ROOT, resolve_data_dir, resolve_run_dir
+from amecam_lib.runs import REPO_ROOT, notebook_preset, resolve_data_dir, resolve_run_dir
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = ("01_slicing.ipynb", "02_supcon_pretraining.ipynb", "03_multi_exit.ipynb",
@@ -50,8 +51,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split-file", type=Path, default=None,
                         help="CSV case_id,split with a patient-level split to use instead of the seed")
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="side of the slices in pixels (default: the preset's)")
+    geometry = parser.add_mutually_exclusive_group()
+    geometry.add_argument("--image-size", type=int, default=None,
+                          help="resample whole slices to this side in pixels (default: the preset's geometry)")
+    geometry.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=None,
+                          help="cut an H x W px window around each brain at the native grid instead")
+    parser.add_argument("--crop-zoom", type=float, default=None,
+                        help="resample the crop window by this factor (default: the preset's, 1 for demo)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and the trainings")
     parser.add_argument("--workers", type=int, default=1, help="processes slicing cases in parallel (01)")
     parser.add_argument("--only", nargs="+", choices=[name[:2] for name in NOTEBOOKS], default=None,
@@ -68,6 +74,8 @@ def notebook_parameters(args: argparse.Namespace, data_dir: Path, run_dir: Path)
         "modality": args.modality,
         "preset": args.preset,
         "image_size": args.image_size,
+        "crop_size": None if args.crop is None else list(args.crop),
+        "crop_zoom": args.crop_zoom,
         "device": args.device,
         "seed": args.seed,
         "split_file": None if args.split_file is None else str(args.split_file.resolve()),
@@ -86,14 +94,16 @@ def failure_message(notebook: str, error: PapermillExecutionError) -> str:
 
 def run_series(args: argparse.Namespace) -> int:
     """Execute the notebooks; return the process exit status (0 ok, 1 a notebook failed,
-    2 a bad data folder or run folder)."""
+    2 a bad data folder, run folder or geometry)."""
     try:
         data_dir = resolve_data_dir(args.data_dir)
         run_dir = resolve_run_dir(args.out, args.preset, args.modality).resolve()
         if run_dir.exists() and not run_dir.is_dir():
             raise NotADirectoryError(f"--out {run_dir} is a file, not a folder")
+        notebook_preset(args.preset, args.modality, image_size=args.image_size,  # a geometry that fits
+                        crop_size=args.crop, crop_zoom=args.crop_zoom)
         run_dir.mkdir(parents=True, exist_ok=True)
-    except (OSError, ValueError) as error:        # bad paths: one line, no traceback
+    except (OSError, ValueError) as error:        # bad paths or settings: one line, no traceback
         print(f"run_pipeline: {error}", file=sys.stderr)
         return 2
     parameters = notebook_parameters(args, data_dir, run_dir)

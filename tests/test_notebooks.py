@@ -29,7 +29,7 @@ PIPELINE = REPO_ROOT / "data_scripts" / "run_pipeline.py"
 SANITIZE = REPO_ROOT / "tests" / "nbval_sanitize.cfg"
 EXPECTED = ["01_slicing.ipynb", "02_supcon_pretraining.ipynb", "03_multi_exit.ipynb",
             "04_attentive_aggregation.ipynb", "05_crf_and_evaluation.ipynb"]
-COMMON_PARAMETERS = {"run_dir", "modality", "preset", "image_size", "seed"}
+COMMON_PARAMETERS = {"run_dir", "modality", "preset", "image_size", "crop_size", "crop_zoom", "seed"}
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 MAX_FUNCTION_LINES = 5
 
@@ -99,7 +99,7 @@ def test_parameters_are_the_series_parameters(name):
     declared = papermill.inspect_notebook(str(NOTEBOOK_DIR / name))
     assert COMMON_PARAMETERS <= set(declared), f"missing {COMMON_PARAMETERS - set(declared)}"
     assert declared["preset"]["default"] == '"demo"' and declared["modality"]["default"] == '"flair"'
-    for optional in ("run_dir", "image_size"):
+    for optional in ("run_dir", "image_size", "crop_size", "crop_zoom"):
         assert declared[optional]["default"] == "None"
 
 

@@ -33,16 +33,32 @@ def test_resolve_dirs(tmp_path):
 
 
 def test_notebook_preset_applies_parameters_and_ignores_none():
-    preset = notebook_preset("smoke", "t1", image_size=None, seed=None, **{"pretrain.epochs": None})
+    preset = notebook_preset("smoke", "t1", image_size=None, crop_size=None, crop_zoom=None, seed=None,
+                             **{"pretrain.epochs": None})
     assert preset.data.modalities == ("t1",)
-    assert preset.data.image_size == 64 and preset.pretrain.epochs == 1 and preset.seed == 0
+    assert preset.data.crop_size == (160, 192) and preset.data.crop_zoom == 0.4 and preset.data.image_size is None
+    assert preset.pretrain.epochs == 1 and preset.seed == 0
     changed = notebook_preset("smoke", "t2", image_size=48, seed=3, **{"multi_exit.epochs": 5})
     assert changed.data.image_size == 48 and changed.multi_exit.epochs == 5
+    assert changed.data.crop_size is None and changed.data.crop_zoom == 1.0  # image_size replaces the crop
     assert changed.seed == 3 and changed.data.seed == 3
     with pytest.raises(ValueError):
         notebook_preset("smoke", "pd")
     with pytest.raises(KeyError):
         notebook_preset("smoke", "t1", **{"pretrain.nonsense": 1})
+
+
+def test_notebook_preset_crop_parameters_as_papermill_passes_them():
+    cropped = notebook_preset("demo", "flair", crop_size=[160, 192])          # a list, from papermill
+    assert cropped.data.crop_size == (160, 192) and cropped.data.image_size is None
+    assert cropped.data.image_shape == (160, 192)
+    zoomed = notebook_preset("demo", "flair", crop_size=[176, 208], crop_zoom=0.5)
+    assert zoomed.data.image_shape == (88, 104)
+    assert notebook_preset("smoke", "flair", crop_zoom=0.5).data.image_shape == (80, 96)
+    with pytest.raises(ValueError, match="image_size=48 and crop_size=\\(160, 192\\)"):
+        notebook_preset("demo", "flair", image_size=48, crop_size=[160, 192])
+    with pytest.raises(ValueError, match="crop_zoom"):
+        notebook_preset("demo", "flair", crop_zoom=0.5)                        # demo resamples: no crop
 
 
 def test_list_outputs(tmp_path):
