@@ -116,8 +116,11 @@ def test_run_pipeline_bad_paths_give_one_line_and_exit_2(tmp_path):
     a_file = tmp_path / "afile"
     a_file.write_text("")
     for args, expected in ((["--data-dir", str(tmp_path / "nosuch")], "not found"),
-                           (["--out", str(a_file)], "is a file, not a folder")):
+                           (["--out", str(a_file)], "is a file, not a folder"),
+                           (["--out", str(tmp_path / "run"), "--image-size", "64", "--crop-zoom", "0.5"],
+                            "crop_zoom=0.5 applies only with crop_size")):
         done = subprocess.run([sys.executable, str(script), "--preset", "smoke", *args],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 2, done.stderr
         assert expected in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()  # a bad geometry is refused before the run folder is made
