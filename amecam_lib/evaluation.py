@@ -24,11 +24,24 @@ Protocol (REFERENCE_NOTES "Inference and evaluation"):
 - Score-CAM runs on an evenly spaced subset of the tumour slices (and of the normal slices) when
   ``EvaluationConfig.score_cam_max_slices`` is set; its ``n_slices`` says how many.
 
+Per-patient 3-D scores (the BraTS challenge's own measure; :func:`score_volumes`), test split only:
+for every method whose masks cover every test slice (all but a subsetted Score-CAM), each test
+patient's predicted volume is built on the original grid exactly as the NIfTI export builds it
+(:func:`amecam_lib.export.case_mask_volume`: the masks, after the same gating, put back through
+the case's crop window / zoom at their ``z``; **zeros on slices that were not kept** (too little
+brain) and outside the window) and scored against the case's full original segmentation, WT =
+``seg > 0``, read from the BraTS folder by
+:func:`amecam_lib.volumes.read_whole_tumour_for_evaluation`: Dice, IoU, HD95 in mm (voxel spacing
+from the NIfTI header), predicted and true voxel counts. A false positive on any slice counts,
+normal slices included, and tumour cut by a crop window or on a dropped slice counts as missed.
+
 Files written (atomically): ``RUN/results.csv`` (one row per method and modality; the first eight
 columns are exactly ``method,n_slices,dice_mean,dice_std,iou_mean,iou_std,hd95_mean,hd95_std``;
-rows of other modalities already there are kept), ``RUN/results.md`` (our numbers beside the
-paper's), ``RUN/<modality>/per_slice_scores.csv`` and ``RUN/<modality>/predictions.npz`` (maps as
-float16 and masks of every method, for the notebook figures).
+rows of other modalities already there are kept), ``RUN/results_3d.csv`` (one row per modality,
+method and test patient, columns :data:`VOLUME_COLUMNS`; merged across modalities the same way),
+``RUN/results.md`` (our numbers beside the paper's, then the per-patient 3-D summary),
+``RUN/<modality>/per_slice_scores.csv`` and ``RUN/<modality>/predictions.npz`` (maps as float16
+and masks of every method, for the notebook figures).
 """
 
 from __future__ import annotations
@@ -49,10 +62,13 @@ from amecam_lib.cams import CRF_METHODS, EXITS_2_3, METHODS, CamMethods
 from amecam_lib.config import EvaluationConfig, Preset
 from amecam_lib.crf import dense_crf_from_config
 from amecam_lib.device import pick_device
-from amecam_lib.metrics import false_positive_area, slice_scores, summarise
+from amecam_lib.export import case_mask_volume
+from amecam_lib.metrics import HD95_EMPTY, false_positive_area, slice_scores, summarise, volume_scores
 from amecam_lib.phases import load_multi_exit
-from amecam_lib.runs import check_modality
-from amecam_lib.slices import SliceSet, load_slices, read_case_info
+from amecam_lib.releases import BratsDataError
+from amecam_lib.runs import check_modality, resolve_data_dir
+from amecam_lib.slices import SliceSet, load_slices, read_case_info, read_manifest
+from amecam_lib.volumes import read_whole_tumour_for_evaluation
 
 RESULT_COLUMNS: tuple[str, ...] = ("method", "n_slices", "dice_mean", "dice_std", "iou_mean", "iou_std",
                                    "hd95_mean", "hd95_std")
@@ -62,6 +78,9 @@ EXTRA_COLUMNS: tuple[str, ...] = ("modality", "n_normal_slices", "fp_area_normal
 """Columns appended after :data:`RESULT_COLUMNS`."""
 PER_SLICE_COLUMNS: tuple[str, ...] = ("method", "case_id", "z", "label", "scored", "dice", "iou", "hd95",
                                       "predicted_fraction")
+VOLUME_COLUMNS: tuple[str, ...] = ("modality", "method", "case_id", "dice", "iou", "hd95", "predicted_voxels",
+                                   "true_voxels")
+"""Columns of ``RUN/results_3d.csv``: one row per modality, method and test patient."""
 
 # Paper numbers (Chen et al., MICCAI 2023): Table 1 (Grad-CAM, ScoreCAM, LayerCAM, AME-CAM per
 # modality), Table 2 (T1: Avg. ME), Table 3 (T1-CE: single exits, M2 + M3). (mean, std) pairs.
@@ -113,7 +132,11 @@ class EvaluationResult:
         indices: ``{method: (n_m,) int}`` indices into ``slices`` of those slices.
         slices: the test :class:`~amecam_lib.slices.SliceSet`.
         seconds: ``{method: seconds per slice}``.
-        paths: files written (``results_csv``, ``results_md``, ``per_slice_csv``, ``predictions``).
+        paths: files written (``results_csv``, ``results_3d_csv``, ``results_md``, ``per_slice_csv``,
+            ``predictions``).
+        volume_scores: per-patient 3-D scores, columns :data:`VOLUME_COLUMNS` (:func:`score_volumes`);
+            None for the val split.
+        volume_seconds: seconds spent on the 3-D scores (reading the segmentations included).
     """
 
     table: pd.DataFrame
@@ -124,6 +147,8 @@ class EvaluationResult:
     slices: SliceSet
     seconds: dict[str, float]
     paths: dict[str, Path] = field(default_factory=dict)
+    volume_scores: pd.DataFrame | None = None
+    volume_seconds: float = 0.0
 
 
 # --- building blocks ---------------------------------------------------------------------------------
@@ -205,11 +230,104 @@ def summary_row(method: str, modality: str, per_slice: pd.DataFrame, seconds_per
     return row
 
 
+def split_case_ids(run_dir: str | Path, split: str = "test") -> list[str]:
+    """The patients of one split (``RUN/manifest.csv``), sorted, whether or not a slice of theirs was kept."""
+    manifest = read_manifest(run_dir)
+    return sorted(manifest.loc[manifest["split"] == split, "case_id"].astype(str).unique())
+
+
+def score_volumes(run_dir: str | Path, data_dir: str | Path, modality: str, slices: SliceSet,
+                  masks: dict[str, np.ndarray], indices: dict[str, np.ndarray],
+                  hd95_empty: float = HD95_EMPTY) -> pd.DataFrame:
+    """Per-patient 3-D scores of every method on the test patients (rows of ``results_3d.csv``).
+
+    For each test patient (:func:`split_case_ids`) and each method whose masks cover every slice
+    of ``slices`` (a method run on a subset, e.g. Score-CAM with ``score_cam_max_slices``, is left
+    out: its other slices would count as predicted empty), the predicted volume is built with
+    :func:`amecam_lib.export.case_mask_volume`, the function the NIfTI export uses: the method's
+    masks on the patient's kept slices, put back through the crop window / zoom; zeros on the
+    slices slicing dropped (too little brain), and outside the window. The ground truth is the
+    whole original segmentation, WT = ``seg > 0``
+    (:func:`amecam_lib.volumes.read_whole_tumour_for_evaluation`, read once per patient), so tumour
+    outside the window or on a dropped slice counts as missed and a false positive on any slice
+    lowers the score. Scores: :func:`amecam_lib.metrics.volume_scores` (empty-mask convention,
+    HD95 in mm with the header's voxel spacing).
+
+    Args:
+        run_dir: the sliced run folder (geometry from ``case.json``, patients from the manifest).
+        data_dir: the BraTS root the run was sliced from.
+        modality: written into every row.
+        slices: the test :class:`~amecam_lib.slices.SliceSet` the masks were predicted on.
+        masks: ``{method: (n_m, H, W) bool}``, after gating.
+        indices: ``{method: (n_m,) int}`` indices into ``slices`` of those masks.
+        hd95_empty: HD95 when exactly one volume is empty.
+
+    Returns:
+        DataFrame with columns :data:`VOLUME_COLUMNS`, methods in the order of ``masks``, then
+        patients sorted.
+
+    Raises:
+        BratsDataError: a test patient missing from ``data_dir``, or its segmentation on another
+            grid than the one the run was sliced from.
+    """
+    whole = [method for method in masks if len(indices[method]) == len(slices)]
+    rows: dict[str, list[dict]] = {method: [] for method in whole}   # patient-major reading, method-major rows
+    for case_id in split_case_ids(run_dir, "test"):
+        info = read_case_info(run_dir, case_id)
+        truth = read_whole_tumour_for_evaluation(data_dir, case_id)
+        if truth.whole_tumour.shape != info.original_shape or not np.allclose(truth.affine, info.affine, atol=1e-3):
+            raise BratsDataError(f"case {case_id}: the segmentation in {data_dir} is not on the grid this run "
+                                 f"was sliced from ({truth.whole_tumour.shape} vs {info.original_shape} or another "
+                                 f"affine); pass the data_dir of notebook 01")
+        for method in whole:
+            of_case = slices.case_ids[indices[method]] == case_id
+            predicted = case_mask_volume(info, masks[method][of_case], slices.z[indices[method]][of_case])
+            scores = volume_scores(predicted, truth.whole_tumour, voxelspacing=truth.voxel_spacing_mm,
+                                   hd95_empty=hd95_empty)
+            rows[method].append({"modality": modality, "method": method, "case_id": case_id, "dice": scores.dice,
+                         "iou": scores.iou, "hd95": scores.hd95, "predicted_voxels": scores.predicted_voxels,
+                         "true_voxels": scores.true_voxels})
+    return pd.DataFrame([row for method in whole for row in rows[method]], columns=list(VOLUME_COLUMNS))
+
+
+def volume_summary(volume_scores: pd.DataFrame, modality: str | None = None) -> pd.DataFrame:
+    """Per-method summary of per-patient 3-D scores: one row per method (index), in table order.
+
+    Args:
+        volume_scores: rows of ``results_3d.csv`` (columns :data:`VOLUME_COLUMNS`).
+        modality: keep this modality only (None: the table must hold one modality).
+
+    Returns:
+        DataFrame indexed by method with ``n_patients``, ``dice_mean``, ``dice_std``, ``iou_mean``,
+        ``iou_std``, ``hd95_mean``, ``hd95_std`` (mean +- std over patients, ddof=0, as the slice
+        table), ``predicted_voxels`` and ``true_voxels`` (means over patients).
+
+    Raises:
+        ValueError: several modalities and none chosen.
+    """
+    if modality is not None:
+        volume_scores = volume_scores[volume_scores["modality"] == modality]
+    elif volume_scores["modality"].nunique() > 1:
+        raise ValueError(f"volume_scores holds {sorted(volume_scores['modality'].unique())}: choose a modality")
+    rows = {}
+    for method, scores in volume_scores.groupby("method", sort=False):
+        row = {"n_patients": int(len(scores))}
+        for metric in ("dice", "iou", "hd95"):
+            summary = summarise(scores[metric])
+            row[f"{metric}_mean"], row[f"{metric}_std"] = summary.mean, summary.std
+        row["predicted_voxels"] = float(scores["predicted_voxels"].mean())
+        row["true_voxels"] = float(scores["true_voxels"].mean())
+        rows[method] = row
+    summary_columns = ["n_patients", "dice_mean", "dice_std", "iou_mean", "iou_std", "hd95_mean", "hd95_std",
+                       "predicted_voxels", "true_voxels"]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=summary_columns).rename_axis("method")
+
+
 # --- the whole evaluation ------------------------------------------------------------------------------
 
 def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequence[str] | None = None,
              device: str | None = None, progress: bool = True, write: bool | None = None,
-             split: str = "test") -> EvaluationResult:
+             split: str = "test", data_dir: str | Path | None = None) -> EvaluationResult:
     """Evaluate every CAM method on the test split of one modality (paper Tables 1-3).
 
     Args:
@@ -224,13 +342,16 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
             default: True for ``split="test"``, False otherwise.
         split: ``"test"`` (the reported numbers) or ``"val"`` (to compare design choices without
             looking at the test patients; writing is then refused).
+        data_dir: the BraTS root the run was sliced from, for the per-patient 3-D scores of the
+            test split (:func:`score_volumes`); None: ``$AMECAM_DATA_DIR`` or the bundled sample.
 
     Returns:
         :class:`EvaluationResult`.
 
     Raises:
         ValueError: unknown method names; a test split without tumour-labelled slices.
-        FileNotFoundError: a needed checkpoint is missing.
+        FileNotFoundError: a needed checkpoint is missing; no ``data_dir`` folder (test split).
+        BratsDataError: a test patient missing from ``data_dir`` (checked before any map is computed).
     """
     check_modality(modality)
     run_dir = Path(run_dir)
@@ -245,6 +366,12 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
     if write and split != "test":
         raise ValueError("evaluate writes results for split='test' only; pass write=False for the val split")
     run_device = pick_device(device or "auto")
+    if split == "test":                 # the 3-D scores need every test patient's segmentation: fail early
+        data_dir = resolve_data_dir(data_dir)
+        missing = [case_id for case_id in split_case_ids(run_dir, "test") if not (data_dir / case_id).is_dir()]
+        if missing:
+            raise BratsDataError(f"test patient(s) {missing} not found in {data_dir}: the 3-D scores read their "
+                                 f"original segmentation; pass data_dir= the BraTS folder this run was sliced from")
     slices = load_slices(run_dir, modality, split, exclude_ambiguous=False)
     if not (slices.labels == 1).any():
         raise ValueError(f"the {split} split of {run_dir} has no tumour-labelled {modality} slice to score")
@@ -302,6 +429,11 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
     per_slice = pd.concat(per_slice_parts, ignore_index=True)
     result = EvaluationResult(table=table, per_slice=per_slice, maps=maps, masks=masks,
                               indices={m: indices[m] for m in methods}, slices=slices, seconds=seconds)
+    if split == "test":
+        started = time.perf_counter()
+        result.volume_scores = score_volumes(run_dir, data_dir, modality, slices, result.masks, result.indices,
+                                             config.hd95_empty)
+        result.volume_seconds = time.perf_counter() - started
     if write:
         result.paths = write_results(run_dir, modality, result)
     return result
@@ -327,18 +459,19 @@ def _compute_maps(cams: CamMethods, methods: Sequence[str], images: np.ndarray, 
 # --- files -------------------------------------------------------------------------------------------
 
 def write_results(run_dir: str | Path, modality: str, result: EvaluationResult) -> dict[str, Path]:
-    """Write ``results.csv`` (merged with other modalities' rows), ``results.md``, the per-slice
-    scores and the predictions of one modality, atomically. Returns the paths."""
+    """Write ``results.csv`` and ``results_3d.csv`` (each merged with other modalities' rows),
+    ``results.md``, the per-slice scores and the predictions of one modality, atomically. Returns
+    the paths."""
     run_dir = Path(run_dir)
     results_csv = run_dir / "results.csv"
-    table = result.table
-    if results_csv.is_file():
-        previous = pd.read_csv(results_csv)
-        if "modality" in previous.columns:
-            table = pd.concat([previous[previous["modality"] != modality], table], ignore_index=True)
-    table = table[list(RESULT_COLUMNS + EXTRA_COLUMNS)]
+    table = _merged(results_csv, result.table, modality)[list(RESULT_COLUMNS + EXTRA_COLUMNS)]
     write_text(results_csv, _csv_text(table))
-    write_text(run_dir / "results.md", results_markdown(table))
+    results_3d_csv = run_dir / "results_3d.csv"
+    volumes = None
+    if result.volume_scores is not None:
+        volumes = _merged(results_3d_csv, result.volume_scores, modality)[list(VOLUME_COLUMNS)]
+        write_text(results_3d_csv, _csv_text(volumes))
+    write_text(run_dir / "results.md", results_markdown(table, volumes))
     per_slice_csv = run_dir / modality / "per_slice_scores.csv"
     write_text(per_slice_csv, _csv_text(result.per_slice))
     predictions = run_dir / modality / "predictions.npz"
@@ -350,8 +483,20 @@ def write_results(run_dir: str | Path, modality: str, result: EvaluationResult) 
     with atomic_path(predictions) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)
-    return {"results_csv": results_csv, "results_md": run_dir / "results.md",
-            "per_slice_csv": per_slice_csv, "predictions": predictions}
+    paths = {"results_csv": results_csv, "results_md": run_dir / "results.md",
+             "per_slice_csv": per_slice_csv, "predictions": predictions}
+    if volumes is not None:
+        paths["results_3d_csv"] = results_3d_csv
+    return paths
+
+
+def _merged(path: Path, rows: pd.DataFrame, modality: str) -> pd.DataFrame:
+    """``rows`` after the rows of other modalities already in the CSV at ``path`` (if any)."""
+    if path.is_file():
+        previous = pd.read_csv(path)
+        if "modality" in previous.columns:
+            return pd.concat([previous[previous["modality"] != modality], rows], ignore_index=True)
+    return rows
 
 
 def load_predictions(run_dir: str | Path, modality: str) -> dict[str, np.ndarray]:
@@ -368,8 +513,9 @@ def load_predictions(run_dir: str | Path, modality: str) -> dict[str, np.ndarray
         return {name: stored[name] for name in stored.files}
 
 
-def results_markdown(table: pd.DataFrame) -> str:
-    """Markdown tables, one per modality: our mean +- std beside the paper's (Tables 1-3)."""
+def results_markdown(table: pd.DataFrame, volume_scores: pd.DataFrame | None = None) -> str:
+    """Markdown tables, one per modality: our mean +- std beside the paper's (Tables 1-3); then,
+    given the rows of ``results_3d.csv``, the per-patient 3-D summary of each modality."""
     lines = ["# Results", "",
              "Dice and IoU on the test slices labelled tumour, HD95 in mm (each case's pixel spacing "
              "from its affine and the slicing geometry); mean +- std. `fp area` is the mean fraction of a normal test slice "
@@ -389,7 +535,36 @@ def results_markdown(table: pd.DataFrame) -> str:
                       for m in ("dice", "iou", "hd95")]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    if volume_scores is not None and len(volume_scores):
+        lines += _volume_markdown(table, volume_scores)
     return "\n".join(lines)
+
+
+def _volume_markdown(table: pd.DataFrame, volume_scores: pd.DataFrame) -> list[str]:
+    """The per-patient 3-D section of ``results.md``."""
+    lines = ["# Per-patient 3-D scores (whole volume, original grid)", "",
+             "One score per test patient, then mean +- std over the patients: the predicted volume (kept "
+             "slices put back through the crop window, as the NIfTI export does; 0 on dropped slices and "
+             "outside the window) against the full expert segmentation (WT = seg > 0). Unlike the table "
+             "above, every slice counts: false positives on normal slices lower Dice, tumour cut by the "
+             "crop or on dropped slices is missed. HD95 in mm (voxel spacing from the NIfTI header); voxels "
+             "are means over patients. Per patient: `results_3d.csv`.", ""]
+    for modality in dict.fromkeys(volume_scores["modality"]):
+        summary = volume_summary(volume_scores, modality)
+        lines += [f"## {modality} (3-D)", "",
+                  "| method | patients | Dice | IoU | HD95 | predicted voxels | true voxels |",
+                  "|---|---|---|---|---|---|---|"]
+        for method, row in summary.iterrows():
+            cells = [f"`{method}`", str(int(row["n_patients"]))]
+            cells += [f"{row[f'{m}_mean']:.3f} +- {row[f'{m}_std']:.3f}" for m in ("dice", "iou", "hd95")]
+            cells += [f"{row['predicted_voxels']:,.0f}", f"{row['true_voxels']:,.0f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        left_out = [m for m in table.loc[table["modality"] == modality, "method"] if m not in summary.index]
+        if left_out:
+            lines += ["", "Not scored in 3-D (run on a subset of the test slices): "
+                      + ", ".join(f"`{m}`" for m in left_out) + "."]
+        lines.append("")
+    return lines
 
 
 def _csv_text(frame: pd.DataFrame) -> str:

@@ -11,6 +11,10 @@ placed at the window (:attr:`amecam_lib.slices.CaseInfo.window`; the whole slice
 and saved with the case's original affine as ``uint8`` (1 = tumour). Everything outside the crop
 window is 0, and so are slices that were not evaluated (dropped by slicing, or outside the test
 selection): a 3-D score on the original grid counts tumour cut by the crop as missed.
+
+:func:`case_mask_volume` builds that volume in memory; :func:`export_case_masks` writes it, and
+the per-patient 3-D scores of :mod:`amecam_lib.evaluation` score it (one function, so the scored
+volume is exactly the exported one).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import nibabel as nib
 import numpy as np
 
 from amecam_lib.atomic import atomic_path
-from amecam_lib.slices import read_case_info
+from amecam_lib.slices import CaseInfo, read_case_info
 
 
 def upsample_nearest(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -36,6 +40,46 @@ def upsample_nearest(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     rows = np.minimum(((np.arange(height) + 0.5) * masks.shape[-2] / height).astype(np.int64), masks.shape[-2] - 1)
     cols = np.minimum(((np.arange(width) + 0.5) * masks.shape[-1] / width).astype(np.int64), masks.shape[-1] - 1)
     return masks[..., rows[:, None], cols[None, :]]
+
+
+def case_mask_volume(info: CaseInfo, masks, z: Sequence[int]) -> np.ndarray:
+    """The slice masks of one case put back on its original grid (what :func:`export_case_masks` saves).
+
+    Args:
+        info: the case's geometry (:func:`amecam_lib.slices.read_case_info`).
+        masks: ``(K, H, W)`` bool (or 0/1) masks at the case's stored
+            :attr:`~amecam_lib.slices.CaseInfo.image_shape`; ``K = 0`` gives an empty volume.
+        z: ``(K,)`` axial index of each mask in the original volume.
+
+    Returns:
+        ``(X, Y, Z) uint8`` volume of :attr:`~amecam_lib.slices.CaseInfo.original_shape`: 1 where
+        a mask, upsampled with :func:`upsample_nearest` to the window's size and placed at the
+        window (:attr:`~amecam_lib.slices.CaseInfo.window`), is tumour; 0 outside the window and
+        on every slice not in ``z`` (slices dropped by slicing or not evaluated).
+
+    Raises:
+        ValueError: lengths differ, masks not 3-D, a ``z`` outside the volume or repeated, or a
+            mask size other than the case's stored image size.
+    """
+    masks = np.asarray(masks)
+    case_z = np.asarray(z, dtype=np.int64)
+    case_id = info.case_id
+    if masks.ndim != 3 or len(masks) != len(case_z):
+        raise ValueError(f"case {case_id}: masks (K, H, W) and z (K,) must agree; got {masks.shape}, {case_z.shape}")
+    n_x, n_y, n_z = info.original_shape
+    if len(case_z) and (case_z.min() < 0 or case_z.max() >= n_z):
+        raise ValueError(f"case {case_id}: z outside 0..{n_z - 1}: {case_z[(case_z < 0) | (case_z >= n_z)]}")
+    if len(np.unique(case_z)) != len(case_z):
+        raise ValueError(f"case {case_id}: a z appears more than once")
+    if masks.shape[-2:] != info.image_shape:
+        raise ValueError(f"case {case_id}: masks are {masks.shape[-2:]} px, its slices {info.image_shape} px")
+    row0, col0, height, width = info.window
+    slice_masks = masks != 0
+    if slice_masks.shape[-2:] != (height, width):
+        slice_masks = upsample_nearest(slice_masks, (height, width))
+    volume = np.zeros((n_x, n_y, n_z), dtype=np.uint8)
+    volume[row0:row0 + height, col0:col0 + width, case_z] = np.moveaxis(slice_masks, 0, -1).astype(np.uint8)
+    return volume
 
 
 def export_case_masks(run_dir: str | Path, modality: str, method: str, masks, case_ids: Sequence[str],
@@ -73,20 +117,7 @@ def export_case_masks(run_dir: str | Path, modality: str, method: str, masks, ca
     for case_id in sorted(set(case_ids)):
         info = read_case_info(run_dir, case_id)
         selected = np.flatnonzero(case_ids == case_id)
-        case_z = z[selected]
-        n_x, n_y, n_z = info.original_shape
-        if case_z.min() < 0 or case_z.max() >= n_z:
-            raise ValueError(f"case {case_id}: z outside 0..{n_z - 1}: {case_z[(case_z < 0) | (case_z >= n_z)]}")
-        if len(np.unique(case_z)) != len(case_z):
-            raise ValueError(f"case {case_id}: a z appears more than once")
-        if masks.shape[-2:] != info.image_shape:
-            raise ValueError(f"case {case_id}: masks are {masks.shape[-2:]} px, its slices {info.image_shape} px")
-        row0, col0, height, width = info.window
-        slice_masks = masks[selected] != 0
-        if slice_masks.shape[-2:] != (height, width):
-            slice_masks = upsample_nearest(slice_masks, (height, width))
-        volume = np.zeros((n_x, n_y, n_z), dtype=np.uint8)
-        volume[row0:row0 + height, col0:col0 + width, case_z] = np.moveaxis(slice_masks, 0, -1).astype(np.uint8)
+        volume = case_mask_volume(info, masks[selected], z[selected])
         image = nib.Nifti1Image(volume, info.affine)
         image.header.set_data_dtype(np.uint8)
         image.header["descrip"] = f"AME-CAM tutorial {method} {modality}"[:79].encode()

@@ -9,6 +9,9 @@ truncated files, NaN/Inf intensities, and label values the release does not use.
 Intensities are min-max normalised per volume and per modality to ``[0, 1]`` (authors' code;
 REFERENCE_NOTES "Data"); a constant volume becomes all zeros, never NaN.
 
+:func:`read_whole_tumour_for_evaluation` is the one reader of expert masks for *scoring*: the
+evaluation (per-patient 3-D scores) calls it on the test patients; no training phase does.
+
 This module does not import torch.
 """
 
@@ -187,6 +190,58 @@ def load_case(case: CaseFiles, modalities: tuple[str, ...] | list[str] = MODALIT
     seg = check_labels(_read(case.seg, headers["seg"]), case.release, case.seg, case.case_id)
     return CaseVolumes(case_id=case.case_id, release=case.release, shape=shape, affine=affine,
                        images=images, seg=seg)
+
+
+@dataclass(frozen=True)
+class EvaluationTruth:
+    """The expert whole-tumour mask of one case, read for scoring (evaluation only).
+
+    Attributes:
+        case_id: case folder name.
+        whole_tumour: ``(X, Y, Z) bool`` ``seg > 0`` on the case's full original grid.
+        affine: ``(4, 4) float64`` voxel -> world (mm).
+        voxel_spacing_mm: ``(x, y, z)`` voxel size in mm from the segmentation's NIfTI header
+            (``pixdim``; 1 mm in BraTS).
+    """
+
+    case_id: str
+    whole_tumour: np.ndarray
+    affine: np.ndarray
+    voxel_spacing_mm: tuple[float, float, float]
+
+
+def read_whole_tumour_for_evaluation(data_dir: str | Path, case_id: str) -> EvaluationTruth:
+    """EVALUATION ONLY: read one case's expert segmentation as the ground truth of a 3-D score.
+
+    The weakly supervised method never sees a segmentation while it trains (slice labels come
+    from :mod:`amecam_lib.slicing`); this reader exists so that the evaluation can score the
+    predicted volumes of the *test* patients against the full original segmentation,
+    ``WT = seg > 0``, everywhere (tumour outside a crop window or on dropped slices included).
+    No training phase may call it.
+
+    Only the segmentation is read (via :func:`load_case` with no modality: every header is still
+    checked to lie on one grid, the labels are validated against the release).
+
+    Args:
+        data_dir: the BraTS root the run was sliced from.
+        case_id: the case folder's name.
+
+    Returns:
+        :class:`EvaluationTruth`.
+
+    Raises:
+        BratsDataError: no folder ``data_dir/case_id``, or as :func:`load_case`.
+    """
+    case_dir = Path(data_dir) / case_id
+    if not case_dir.is_dir():
+        raise BratsDataError(
+            f"case {case_id} not found in {data_dir}: the 3-D scores read its original segmentation; "
+            f"pass data_dir= the BraTS folder this run was sliced from")
+    case = find_case_files(case_dir)
+    volumes = load_case(case, modalities=())
+    zooms = _open(case.seg).header.get_zooms()[:3]
+    return EvaluationTruth(case_id=case_id, whole_tumour=volumes.whole_tumour, affine=volumes.affine,
+                           voxel_spacing_mm=tuple(float(v) for v in zooms))
 
 
 def normalise_min_max(volume: np.ndarray) -> np.ndarray:

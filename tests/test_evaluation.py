@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 
 import numpy as np
@@ -14,13 +15,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from amecam_lib.aggregation import load_attention, train_attention
 from amecam_lib.config import get_preset
-from amecam_lib.evaluation import (PAPER_RESULTS, RESULT_COLUMNS, evaluate, load_predictions, pixel_spacing_mm,
-                                   results_markdown, subset_indices, summary_row, threshold_masks)
+from amecam_lib.evaluation import (PAPER_RESULTS, RESULT_COLUMNS, VOLUME_COLUMNS, EvaluationResult, evaluate,
+                                   load_predictions, pixel_spacing_mm, results_markdown, score_volumes,
+                                   subset_indices, summary_row, threshold_masks, volume_summary, write_results)
 from amecam_lib.export import export_case_masks
 from amecam_lib.losses.exits import multi_exit_loss
 from amecam_lib.models.multi_exit import MultiExitResNet
 from amecam_lib.phases import load_multi_exit, phase_dir
-from amecam_lib.slices import load_slices
+from amecam_lib.slices import SliceSet, load_slices, read_case_info
 from amecam_lib.training import fit
 
 
@@ -102,7 +104,7 @@ def test_train_attention_logs_and_resumes(trained_run):
 
 
 @pytest.mark.slow
-def test_evaluate_writes_every_table_and_exports(trained_run):
+def test_evaluate_writes_every_table_and_exports(trained_run, sample_dir):
     run, preset, _ = trained_run
     result = evaluate(run, "flair", preset, device="cpu", progress=False)
     test = load_slices(run, "flair", "test")
@@ -128,6 +130,24 @@ def test_evaluate_writes_every_table_and_exports(trained_run):
 
     paths = export_case_masks(run, "flair", "ame_cam_crf", result.masks["ame_cam_crf"], test.case_ids, test.z)
     assert sorted(p.name for p in paths) == sorted(f"{c}_ame_cam_crf.nii.gz" for c in set(test.case_ids))
+
+    # per-patient 3-D scores: every method but the subsetted Score-CAM, each test patient once; the
+    # truth is the whole original segmentation (read here with nibabel directly), the prediction the
+    # exported volume (most test slices were dropped from this run's manifest: they count as empty)
+    import nibabel as nib
+
+    volumes = pd.read_csv(run / "results_3d.csv")
+    assert tuple(volumes.columns) == VOLUME_COLUMNS and not volumes.isna().any().any()
+    assert list(dict.fromkeys(volumes["method"])) == [m for m in preset.evaluation.methods if m != "score_cam"]
+    assert sorted(set(volumes["case_id"])) == sorted(set(test.case_ids))
+    crf_rows = volumes[volumes["method"] == "ame_cam_crf"].set_index("case_id")
+    for path in paths:
+        case_id = path.name.removesuffix("_ame_cam_crf.nii.gz")
+        (seg_file,) = (sample_dir / case_id).glob("*seg.nii*")
+        assert crf_rows.loc[case_id, "true_voxels"] == int((np.asarray(nib.load(seg_file).dataobj) > 0).sum())
+        assert crf_rows.loc[case_id, "predicted_voxels"] == int(np.asarray(nib.load(path).dataobj).sum())
+    assert result.volume_scores is not None and result.volume_seconds > 0
+    assert "# Per-patient 3-D scores" in (run / "results.md").read_text()
 
 
 def test_unknown_method_is_rejected(tmp_path):
@@ -155,6 +175,137 @@ def test_gating_by_prediction_empties_masks_of_slices_called_normal(trained_run)
     for method in methods:
         assert not gated.masks[method][called_normal].any()
         np.testing.assert_array_equal(gated.masks[method][~called_normal], plain.masks[method][~called_normal])
+
+
+# --- per-patient 3-D scores on a hand-made run ---------------------------------------------------------
+
+VOLUME_CASES = ["BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003", "BraTS2021_00004"]
+
+
+@pytest.fixture(scope="module")
+def volume_run(tmp_path_factory):
+    """Four cases on a 40 x 48 x 5 grid (1 mm), brain rows 10..29, cols 12..35 on z 0..3, no brain on z 4
+    (dropped by slicing), cut by a 16 x 20 crop at zoom 1: window rows 12..27, cols 14..33. Cases 1-3:
+    tumour 16 voxels at rows 14..17, cols 16..19, z 1 and 4 at rows 20..21, cols 24..25, z 2 (in the
+    window); 4 at rows 10..11, cols 20..21, z 2 (cut by the window); 4 at rows 14..15, cols 16..17 on the
+    dropped z 4: 28 true voxels. Case 4: no tumour. Split: 1 train, 2 val, 3 and 4 test."""
+    from _synthetic import write_case
+    from amecam_lib.config import DataConfig
+    from amecam_lib.slicing import slice_dataset
+
+    root = tmp_path_factory.mktemp("volume_data")
+    shape = (40, 48, 5)
+    flair = np.zeros(shape, np.int16)
+    flair[10:30, 12:36, :4] = 100
+    seg = np.zeros(shape, np.uint8)
+    seg[14:18, 16:20, 1] = 1
+    seg[20:22, 24:26, 2] = 4
+    seg[10:12, 20:22, 2] = 2
+    seg[14:16, 16:18, 4] = 1
+    for case_id in VOLUME_CASES:
+        write_case(root, case_id, shape=shape, seg=seg if case_id != VOLUME_CASES[3] else np.zeros_like(seg),
+                   images={"flair": flair})
+    split_file = root / "split.csv"
+    split_file.write_text("case_id,split\n" + "".join(
+        f"{case_id},{split}\n" for case_id, split in zip(VOLUME_CASES, ["train", "val", "test", "test"])))
+    config = DataConfig(modalities=("flair",), image_size=None, crop_size=(16, 20), crop_zoom=1.0,
+                        min_brain_fraction=0.05)
+    run = tmp_path_factory.mktemp("volume_run")
+    with pytest.warns(UserWarning, match="larger than crop_size"):
+        slice_dataset(root, run, config, split_file=split_file, progress=False)
+    return run, root
+
+
+def test_volume_scores_per_test_patient_by_hand(volume_run):
+    run, root = volume_run
+    test = load_slices(run, "flair", "test")
+    assert sorted(set(test.case_ids)) == VOLUME_CASES[2:] and sorted(set(test.z)) == [0, 1, 2, 3]  # z 4 dropped
+    first = test.case_ids == VOLUME_CASES[2]
+    with_fp = test.masks.copy()
+    with_fp[np.flatnonzero(first & (test.z == 0))[0], 0:2, 0:2] = True   # 4 voxels on a slice without tumour
+    one_pixel = np.zeros_like(test.masks)
+    one_pixel[np.flatnonzero(first & (test.z == 1))[0], 2, 2] = True     # window (2, 2) -> voxel (14, 16, 1)
+    masks = {"truth_in_window": test.masks, "with_fp": with_fp, "empty": np.zeros_like(test.masks),
+             "one_pixel": one_pixel, "subset": test.masks[:2]}
+    indices = {method: np.arange(len(test)) for method in masks} | {"subset": np.arange(2)}
+    table = score_volumes(run, root, "flair", test, masks, indices)
+
+    assert read_case_info(run, VOLUME_CASES[2]).tumour_outside == 4
+    assert tuple(table.columns) == VOLUME_COLUMNS and set(table["modality"]) == {"flair"}
+    # only the test patients; every method that ran on every slice (the subset is left out), in order
+    assert list(table["method"]) == [m for m in masks if m != "subset" for _ in range(2)]
+    assert list(table["case_id"]) == VOLUME_CASES[2:] * 4
+    scores = table.set_index(["method", "case_id"])
+    patient, healthy = VOLUME_CASES[2], VOLUME_CASES[3]
+    assert (scores.xs(patient, level="case_id")["true_voxels"] == 28).all()    # cut and dropped tumour included
+    # the stored in-window truth, put back: 20 of the 28 true voxels (the cut 4 and the dropped 4 are missed)
+    exact = scores.loc[("truth_in_window", patient)]
+    assert exact["predicted_voxels"] == 20
+    assert exact["dice"] == pytest.approx(2 * 20 / (20 + 28)) and exact["iou"] == pytest.approx(20 / 28)
+    # HD95 by hand: 40 distances 0; the 4 dropped voxels are 3 slices from their predicted copy at z 1;
+    # the cut voxels (rows 10..11, cols 20..21, z 2) reach the predicted (14, 19, 1) at sqrt 11, 14, 18, 21
+    distances = [0.0] * 40 + [3.0] * 4 + [math.sqrt(d) for d in (11, 14, 18, 21)]
+    assert exact["hd95"] == pytest.approx(np.percentile(distances, 95))
+    # false positives on a normal slice lower the 3-D Dice (the slice table never scores that slice)
+    assert scores.loc[("with_fp", patient), "predicted_voxels"] == 24
+    assert scores.loc[("with_fp", patient), "dice"] == pytest.approx(2 * 20 / (24 + 28))
+    # empty prediction: Dice 0, HD95 the empty convention
+    empty = scores.loc[("empty", patient)]
+    assert (empty["dice"], empty["iou"], empty["hd95"], empty["predicted_voxels"]) == (0.0, 0.0, 373.12866, 0)
+    # a pixel in window coordinates lands on its original voxel, a true one
+    assert scores.loc[("one_pixel", patient), "dice"] == pytest.approx(2 * 1 / (1 + 28))
+    # the healthy patient: nothing predicted, nothing true -> perfect under the convention
+    assert (scores.xs(healthy, level="case_id")[["dice", "hd95", "true_voxels"]].to_numpy()
+            == [[1.0, 0.0, 0]] * 4).all()
+
+    summary = volume_summary(table)
+    assert list(summary.index) == ["truth_in_window", "with_fp", "empty", "one_pixel"]
+    assert summary.loc["empty", "n_patients"] == 2 and summary.loc["empty", "dice_mean"] == 0.5
+    assert summary.loc["empty", "dice_std"] == 0.5 and summary.loc["truth_in_window", "true_voxels"] == 14
+
+
+def test_volume_scores_need_the_data_the_run_was_sliced_from(volume_run, tmp_path):
+    from amecam_lib.releases import BratsDataError
+
+    run, _ = volume_run
+    test = load_slices(run, "flair", "test")
+    with pytest.raises(BratsDataError, match="not found"):
+        score_volumes(run, tmp_path, "flair", test, {"m": test.masks}, {"m": np.arange(len(test))})
+    with pytest.raises(BratsDataError, match="not found in"):     # evaluate checks before computing any map
+        evaluate(run, "flair", get_preset("smoke"), data_dir=tmp_path)
+
+
+def test_results_3d_are_merged_across_modalities_and_summarised_in_markdown(tmp_path):
+    def result(modality: str) -> EvaluationResult:
+        table = pd.DataFrame([{"method": m, "n_slices": 1, "dice_mean": 0.5, "dice_std": 0.0, "iou_mean": 0.3,
+                               "iou_std": 0.0, "hd95_mean": 4.0, "hd95_std": 0.0, "modality": modality,
+                               "n_normal_slices": 1, "fp_area_normal_mean": 0.0, "fp_area_normal_std": 0.0,
+                               "seconds_per_slice": 0.1} for m in ("ame_cam_crf", "score_cam")])
+        volumes = pd.DataFrame([(modality, "ame_cam_crf", case, dice, dice, hd, voxels, 100)
+                                for case, dice, hd, voxels in [("c1", 0.2, 30.0, 400), ("c2", 0.6, 10.0, 100)]],
+                               columns=list(VOLUME_COLUMNS))
+        one_slice = SliceSet(images=np.zeros((1, 1, 2, 2), np.float32), labels=np.ones(1, np.int64),
+                         masks=np.zeros((1, 2, 2), bool), case_ids=np.array(["c1"]), z=np.zeros(1, np.int64),
+                         ambiguous=np.zeros(1, bool), modality=modality, split="test")
+        maps = {"ame_cam_crf": np.zeros((1, 2, 2), np.float32)}
+        return EvaluationResult(table=table, per_slice=pd.DataFrame(), maps=maps,
+                                masks={"ame_cam_crf": np.zeros((1, 2, 2), bool)},
+                                indices={"ame_cam_crf": np.arange(1)}, slices=one_slice, seconds={},
+                                volume_scores=volumes)
+
+    for modality in ("flair", "t2"):
+        (tmp_path / modality).mkdir()
+        paths = write_results(tmp_path, modality, result(modality))
+    stored = pd.read_csv(paths["results_3d_csv"])
+    assert tuple(stored.columns) == VOLUME_COLUMNS and list(stored["modality"]) == ["flair"] * 2 + ["t2"] * 2
+    write_results(tmp_path, "flair", result("flair"))                 # again: flair replaced, not doubled
+    assert len(pd.read_csv(paths["results_3d_csv"])) == 4
+    text = (tmp_path / "results.md").read_text()
+    slice_part, volume_part = text.split("# Per-patient 3-D scores")
+    assert "## flair" in slice_part and "## t2 (3-D)" in volume_part
+    # mean +- std over the 2 patients; voxel counts are means; score_cam (a subset) is named as left out
+    assert "| `ame_cam_crf` | 2 | 0.400 +- 0.200 | 0.400 +- 0.200 | 20.000 +- 10.000 | 250 | 100 |" in volume_part
+    assert "Not scored in 3-D (run on a subset of the test slices): `score_cam`." in volume_part
 
 
 def _write_case_json(run, case_id, *, affine, original_shape, image_shape, crop_box=None):
@@ -213,7 +364,7 @@ def crop_run(tmp_path_factory):
         "aggregation.batch_size": 8, "aggregation.hidden": 4})
     run = tmp_path_factory.mktemp("crop_run")
     slice_dataset(root, run, preset.data, progress=False)
-    return run, preset
+    return run, preset, root
 
 
 def test_every_phase_runs_on_a_non_square_crop_run(crop_run):
@@ -222,9 +373,8 @@ def test_every_phase_runs_on_a_non_square_crop_run(crop_run):
     import nibabel as nib
 
     from amecam_lib.phases import pretrain_supcon, train_multi_exit
-    from amecam_lib.slices import read_case_info
 
-    run, preset = crop_run
+    run, preset, root = crop_run
     assert read_case_info(run, "BraTS2021_00001").crop_box == (4, 4, 40, 48)
     pretrain_supcon(run, "flair", preset, device="cpu", progress=False)
     train_multi_exit(run, "flair", preset, device="cpu", progress=False)
@@ -232,7 +382,7 @@ def test_every_phase_runs_on_a_non_square_crop_run(crop_run):
         train_attention(run, "flair", preset, exits=exits, device="cpu", progress=False)
     # every method but Score-CAM (seconds per slice; its non-square maps: test_cams_score_cam.py)
     methods = [m for m in preset.evaluation.methods if m != "score_cam"]
-    result = evaluate(run, "flair", preset, methods=methods, device="cpu", progress=False)
+    result = evaluate(run, "flair", preset, methods=methods, device="cpu", progress=False, data_dir=root)
     test = result.slices
     assert test.images.shape[1:] == (1, 40, 48) and test.masks.shape[1:] == (40, 48)
     for method in methods:
@@ -247,3 +397,10 @@ def test_every_phase_runs_on_a_non_square_crop_run(crop_run):
     assert volume.shape == (48, 56, 8)
     assert not volume[:4].any() and not volume[44:].any() and not volume[:, :4].any() and not volume[:, 52:].any()
     assert volume.sum() == result.masks["ame_cam_crf"].sum()
+    # per-patient 3-D scores: every method, each test patient's 144 x 4 tumour voxels; the scored
+    # volume is the exported one
+    volumes = pd.read_csv(run / "results_3d.csv")
+    assert sorted(set(volumes["method"])) == sorted(methods) and len(volumes) == len(methods) * len(set(test.case_ids))
+    assert (volumes["true_voxels"] == 144 * 4).all() and volumes[["dice", "iou", "hd95"]].notna().all().all()
+    crf_rows = volumes[volumes["method"] == "ame_cam_crf"].set_index("case_id")
+    assert crf_rows.loc[paths[0].name.removesuffix("_ame_cam_crf.nii.gz"), "predicted_voxels"] == volume.sum()

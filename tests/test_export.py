@@ -8,7 +8,7 @@ import pytest
 
 from _synthetic import write_case
 from amecam_lib.config import DataConfig
-from amecam_lib.export import export_case_masks, upsample_nearest
+from amecam_lib.export import case_mask_volume, export_case_masks, upsample_nearest
 from amecam_lib.slices import load_slices, read_case_info
 from amecam_lib.slicing import slice_dataset
 
@@ -140,3 +140,21 @@ def test_crop_with_zoom_round_trip(tmp_path):
     in_window = np.zeros_like(truth)
     in_window[12:28, 14:34, :] = True
     np.testing.assert_array_equal(volume, truth & in_window)
+
+
+def test_case_mask_volume_is_the_exported_volume_and_places_window_pixels(tmp_path):
+    run, _ = _sliced_crop(tmp_path)
+    info = read_case_info(run, CASES[0])
+    masks = np.zeros((2, 16, 20), bool)
+    masks[0, 3, 17] = True                       # window row 3, col 17 of slice z=2
+    masks[1, 0, 0] = True                        # the window's corner on slice z=0
+    volume = case_mask_volume(info, masks, [2, 0])
+    assert volume.dtype == np.uint8 and volume.shape == info.original_shape
+    assert np.argwhere(volume).tolist() == [[12 + 0, 14 + 0, 0], [12 + 3, 14 + 17, 2]]
+    paths = export_case_masks(run, "flair", "m", masks, [CASES[0]] * 2, [2, 0])
+    np.testing.assert_array_equal(np.asarray(nib.load(paths[0]).dataobj), volume)
+    # no mask for a slice (dropped, or not evaluated): all zeros there; no mask at all: an empty volume
+    assert not volume[:, :, 1].any()
+    assert not case_mask_volume(info, np.zeros((0, 16, 20), bool), []).any()
+    with pytest.raises(ValueError, match="agree"):
+        case_mask_volume(info, masks, [2])

@@ -6,10 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from medpy.metric.binary import hd95
 from scipy.ndimage import binary_erosion
 from scipy.spatial.distance import cdist
 
-from amecam_lib.metrics import HD95_EMPTY, false_positive_area, slice_scores, summarise
+from amecam_lib.metrics import (HD95_EMPTY, bounding_box, false_positive_area, slice_scores, summarise,
+                                volume_scores)
 
 
 def _square(size: int, top: int, left: int, side: int) -> np.ndarray:
@@ -99,3 +101,64 @@ def test_summarise_mean_and_std():
         summarise([])
     with pytest.raises(ValueError, match="NaN"):
         summarise([0.5, math.nan])
+
+
+# --- 3-D: one score per patient volume --------------------------------------------------------------
+
+def _block(shape=(8, 8, 8), rows=(2, 4), cols=(2, 4), z=(1, 3)) -> np.ndarray:
+    volume = np.zeros(shape, dtype=bool)
+    volume[rows[0]:rows[1], cols[0]:cols[1], z[0]:z[1]] = True
+    return volume
+
+
+def test_volume_overlap_by_a_known_number_of_voxels():
+    # truth: 2 x 2 x 2 block at z 1..2; prediction: the same block moved to z 2..3 -> 4 common voxels
+    truth, predicted = _block(z=(1, 3)), _block(z=(2, 4))
+    scores = volume_scores(predicted, truth, voxelspacing=(1.0, 1.0, 2.5))
+    assert scores.dice == pytest.approx(2 * 4 / (8 + 8)) and scores.iou == pytest.approx(4 / 12)
+    assert (scores.predicted_voxels, scores.true_voxels) == (8, 8)
+    # every voxel of a 2-thick block is a border voxel: 8 distances 0 and 8 of one slice (2.5 mm)
+    assert scores.hd95 == pytest.approx(np.percentile([0.0] * 8 + [2.5] * 8, 95)) == pytest.approx(2.5)
+
+
+def test_false_positives_on_a_slice_without_tumour_lower_the_volume_dice():
+    truth = _block(z=(1, 3))
+    predicted = truth.copy()
+    predicted[4:6, 4:6, 6] = True                      # 4 voxels on slice 6, which holds no tumour
+    assert volume_scores(truth, truth).dice == 1.0
+    scores = volume_scores(predicted, truth)
+    assert scores.dice == pytest.approx(2 * 8 / (12 + 8)) and scores.iou == pytest.approx(8 / 12)
+    assert scores.predicted_voxels == 12 and scores.hd95 > 0
+
+
+def test_empty_volumes_follow_the_convention():
+    truth = _block()
+    missed = volume_scores(np.zeros_like(truth), truth)
+    assert (missed.dice, missed.iou, missed.hd95) == (0.0, 0.0, HD95_EMPTY)
+    assert (missed.predicted_voxels, missed.true_voxels) == (0, 8)
+    both = volume_scores(np.zeros_like(truth), np.zeros_like(truth))
+    assert (both.dice, both.iou, both.hd95) == (1.0, 1.0, 0.0)
+    assert volume_scores(truth, np.zeros_like(truth), hd95_empty=99.0).hd95 == 99.0
+
+
+def test_volume_hd95_on_the_union_box_equals_medpy_on_the_whole_volume():
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        truth = np.zeros((30, 34, 20), bool)
+        predicted = np.zeros_like(truth)
+        truth[5:15, 8:20, 3:9] = rng.random((10, 12, 6)) > 0.3
+        predicted[9:22, 4:16, 6:15] = rng.random((13, 12, 9)) > 0.5
+        spacing = (1.0, 0.8, 2.0)
+        scores = volume_scores(predicted, truth, voxelspacing=spacing)
+        assert scores.hd95 == pytest.approx(hd95(predicted, truth, voxelspacing=spacing), rel=1e-12)
+    assert bounding_box(_block(z=(1, 3))) == (slice(2, 4), slice(2, 4), slice(1, 3))
+    assert bounding_box(np.zeros((3, 3, 3))) is None
+
+
+def test_volume_scores_want_3d_masks():
+    with pytest.raises(ValueError, match="3-D"):
+        volume_scores(np.zeros((4, 4)), np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="shape"):
+        volume_scores(np.zeros((4, 4, 2)), np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="positive"):
+        volume_scores(_block(), _block(), voxelspacing=(1.0, 0.0, 1.0))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from _synthetic import ramp, write_case, write_nifti
 from amecam_lib.releases import BratsDataError
-from amecam_lib.volumes import find_cases, load_case, normalise_min_max
+from amecam_lib.volumes import find_cases, load_case, normalise_min_max, read_whole_tumour_for_evaluation
 
 SHAPE = (6, 5, 3)
 
@@ -228,3 +229,26 @@ def test_load_case_without_normalising_keeps_the_stored_values(tmp_path):
     volumes = load_case(one_case(tmp_path, images={"t1": t1}), ["t1"], normalise=False)
     assert volumes.images["t1"].dtype == np.int16
     np.testing.assert_array_equal(volumes.images["t1"], t1)
+
+
+def test_evaluation_reader_gives_whole_tumour_and_header_spacing(tmp_path):
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[1, 1, 0], seg[2, 3, 1], seg[4, 4, 2] = 1, 2, 4
+    affine = np.diag([1.0, 1.2, 2.5, 1.0])
+    write_case(tmp_path, "BraTS2021_00001", shape=SHAPE, seg=seg,
+               affines={name: affine for name in ("t1", "t1ce", "t2", "flair", "seg")})
+    truth = read_whole_tumour_for_evaluation(tmp_path, "BraTS2021_00001")
+    assert truth.whole_tumour.dtype == np.bool_ and truth.whole_tumour.shape == SHAPE
+    np.testing.assert_array_equal(truth.whole_tumour, seg > 0)      # every label value is WT
+    assert truth.voxel_spacing_mm == pytest.approx((1.0, 1.2, 2.5))
+    np.testing.assert_allclose(truth.affine, affine)
+    with pytest.raises(BratsDataError, match="BraTS2021_00009 not found"):
+        read_whole_tumour_for_evaluation(tmp_path, "BraTS2021_00009")
+
+
+def test_only_the_evaluation_reads_segmentations_for_scoring():
+    """The reader of expert masks for scoring is called by the evaluation and nowhere else (no training phase)."""
+    root = Path(__file__).resolve().parent.parent
+    users = {str(path.relative_to(root)) for folder in ("amecam_lib", "data_scripts")
+             for path in (root / folder).rglob("*.py") if "read_whole_tumour_for_evaluation" in path.read_text()}
+    assert users == {"amecam_lib/volumes.py", "amecam_lib/evaluation.py"}
