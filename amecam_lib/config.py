@@ -220,6 +220,11 @@ class AggregationConfig:
     # Channels of A's three hidden convolutions (32 in the authors' code; the demo preset uses
     # fewer to fit the CPU time budget).
     hidden: int = 32
+    # Where the "encoder" features are pooled: "slice" (every pixel: fg = M_f, bg = 1 - M_f) or
+    # "brain" (brain pixels only: fg = M_f * brain, bg = (1 - M_f) * brain), so that "foreground =
+    # brain, background = air" cannot satisfy Eq. 3 (see amecam_lib.aggregation.c2am_features).
+    # No effect on "pixels" features (the air is 0 in both masked slices already).
+    pool_region: str = "slice"
 
 
 @dataclass(frozen=True)
@@ -243,8 +248,11 @@ class EvaluationConfig:
     score_cam_batch_size: int = 128
     # "softmax": the CRF unary is -log softmax([1-p, p]) (authors' code); "probability": -log [1-p, p].
     crf_unary: str = "softmax"
-    # Zero every method's CAM where the slice is 0 (outside the skull-stripped brain): label-free,
-    # applied to all methods alike.
+    # "CAMs live in the brain" (label-free, every method alike): every map, the exit maps n(M_i) that
+    # feed A, M_f and the final CAM included, is min-max normalised over the brain pixels (slice > 0)
+    # only and is 0 outside. The attention network is trained with the same n(.) (train_attention
+    # reads this field and stores it in A's checkpoint; loading an A trained with the other setting
+    # for evaluation is an error). False: n(.) over the whole slice, the paper's.
     restrict_to_brain: bool = False
     # Label-free gating by the classifier's own slice prediction: on slices whose exit-4 tumour
     # probability is < 0.5 every method's mask is empty. Applied to all methods alike.
@@ -252,7 +260,7 @@ class EvaluationConfig:
     # Slices per forward pass when computing CAMs.
     batch_size: int = 32
     methods: tuple[str, ...] = (
-        "ame_cam_crf", "ame_cam", "avg_me", "exit1", "exit2", "exit3", "exit4", "exit2_3",
+        "ame_cam_crf", "ame_cam", "avg_me", "m_f", "exit1", "exit2", "exit3", "exit4", "exit2_3",
         "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "intensity",
     )
 

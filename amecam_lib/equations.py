@@ -9,6 +9,10 @@ M_1..M_n, upsampled to the slice size::
     final  = n(mean(n(M_1), ..., n(M_n), M_f))                          (Sec. 2 end, :func:`final_cam`)
     Avg ME = n(mean(n(M_1), ..., n(M_n)))                               (Table 2, :func:`average_exits`)
 
+n(.) may be taken over a region only (``region=``): with ``EvaluationConfig.restrict_to_brain`` every
+map is normalised over the brain, :func:`brain_region` (the pixels where the skull-stripped slice is
+above 0), and is 0 outside it.
+
 It imports only torch, so that the CAM methods (:mod:`amecam_lib.cams`) and the training of the
 attention network (:mod:`amecam_lib.aggregation`) share the same formulas without one pulling in
 the other. The attention network A is passed in as any callable (e.g. an
@@ -84,6 +88,12 @@ def normalise_maps(maps: torch.Tensor, region: torch.Tensor | None = None) -> to
     if inside is not None:
         normalised = torch.where(inside, normalised, torch.zeros_like(normalised))
     return normalised
+
+
+def brain_region(images: torch.Tensor) -> torch.Tensor:
+    """The brain of skull-stripped slices: ``images > 0``, ``(B, 1, H, W) bool`` for ``(B, 1, H, W)``
+    slices in [0, 1] (BraTS volumes are 0 outside the brain; the per-volume min-max keeps that 0)."""
+    return images > 0
 
 
 def fuse(images: torch.Tensor, exit_maps_norm: torch.Tensor,

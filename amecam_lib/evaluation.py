@@ -58,7 +58,7 @@ from tqdm.auto import tqdm
 
 from amecam_lib.aggregation import ALL_EXITS, load_attention
 from amecam_lib.atomic import atomic_path, write_text
-from amecam_lib.cams import CRF_METHODS, EXITS_2_3, METHODS, CamMethods
+from amecam_lib.cams import CRF_METHODS, EXITS_2_3, METHODS, CamMethods, attention_exits
 from amecam_lib.config import EvaluationConfig, Preset
 from amecam_lib.crf import dense_crf_from_config
 from amecam_lib.device import pick_device
@@ -377,8 +377,10 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
         raise ValueError(f"the {split} split of {run_dir} has no tumour-labelled {modality} slice to score")
     model = load_multi_exit(run_dir, modality, "best", device=run_device)
     needs = {CRF_METHODS.get(m, m) for m in methods}
-    attention = load_attention(run_dir, modality, ALL_EXITS, device=run_device) if "ame_cam" in needs else None
-    attention_2_3 = load_attention(run_dir, modality, EXITS_2_3, device=run_device) if "exit2_3" in needs else None
+    attention = load_attention(run_dir, modality, ALL_EXITS, device=run_device) \
+        if ALL_EXITS in attention_exits(needs) else None                      # ame_cam, m_f
+    attention_2_3 = load_attention(run_dir, modality, EXITS_2_3, device=run_device) \
+        if EXITS_2_3 in attention_exits(needs) else None
     cams = CamMethods(model, attention, attention_2_3, config)
     spacing = pixel_spacing_mm(run_dir, slices.case_ids)
 

@@ -47,7 +47,7 @@ def test_every_method_gives_normalised_maps(cams, images):
 
 
 def test_ame_family_formulas(cams, images):
-    maps = cams.compute(images, ["ame_cam", "ame_cam_crf", "avg_me", "exit1", "exit4", "exit2_3"])
+    maps = cams.compute(images, ["ame_cam", "ame_cam_crf", "avg_me", "m_f", "exit1", "exit4", "exit2_3"])
     with torch.no_grad():
         exit_maps = normalise_maps(upsample_maps(cams.model(images).maps, SIZE))
         _, fused_all = fuse(images, exit_maps, cams.attention)
@@ -55,6 +55,7 @@ def test_ame_family_formulas(cams, images):
     expected = {
         "exit1": exit_maps[:, 0], "exit4": exit_maps[:, 3],
         "avg_me": normalise_maps(exit_maps.mean(dim=1)),
+        "m_f": normalise_maps(fused_all[:, 0]),
         "ame_cam": normalise_maps(torch.cat([exit_maps, fused_all], dim=1).mean(dim=1)),
         "exit2_3": normalise_maps(torch.cat([exit_maps[:, 1:3], fused_2_3], dim=1).mean(dim=1)),
     }
@@ -76,6 +77,36 @@ def test_brain_restriction_applies_to_every_method(images):
     outside = (images[:, 0] == 0).numpy()
     for name, cam in maps.items():
         assert (cam[outside] == 0).all(), name
+        for index in range(len(cam)):     # normalised over the brain: min 0 and max 1 there (or constant 0:
+            inside = cam[index][~outside[index]]    # exit 4 is 1 x 1 px at 32 px, all zeros after n(.))
+            assert inside.min() == 0.0 and inside.max() in (0.0, pytest.approx(1.0, abs=1e-6)), name
+
+
+def test_brain_restriction_normalises_the_exit_maps_that_feed_the_attention(images):
+    """m_f, ame_cam and avg_me are built from n(M_i) over the brain: not the whole-slice maps cut."""
+    torch.manual_seed(0)
+    net, attention = MultiExitResNet().eval(), AttentionNet(4).eval()
+    maps = CamMethods(net, attention, None, EvaluationConfig(restrict_to_brain=True)).compute(
+        images, ["m_f", "ame_cam", "avg_me"])
+    brain = images > 0
+    with torch.no_grad():
+        exit_maps = normalise_maps(upsample_maps(net(images).maps, SIZE), brain)
+        _, fused_map = fuse(images, exit_maps, attention)
+    expected = {"m_f": normalise_maps(fused_map[:, 0], brain[:, 0]),
+                "ame_cam": normalise_maps(torch.cat([exit_maps, fused_map], dim=1).mean(dim=1), brain[:, 0]),
+                "avg_me": normalise_maps(exit_maps.mean(dim=1), brain[:, 0])}
+    for name, cam in expected.items():
+        np.testing.assert_allclose(maps[name], cam.numpy(), atol=1e-5, err_msg=name)
+
+
+def test_an_attention_trained_with_the_other_normalisation_is_refused(images):
+    torch.manual_seed(0)
+    attention = AttentionNet(4).eval()
+    attention.restrict_to_brain = False            # as load_attention records it
+    with pytest.raises(ValueError, match="restrict_to_brain"):
+        CamMethods(MultiExitResNet().eval(), attention, None, EvaluationConfig(restrict_to_brain=True))
+    same = CamMethods(MultiExitResNet().eval(), attention, None, EvaluationConfig(restrict_to_brain=False))
+    assert same.compute(images, ["m_f"])["m_f"].shape == (2, SIZE, SIZE)
 
 
 def test_errors(cams, images):

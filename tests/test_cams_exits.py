@@ -37,3 +37,18 @@ def test_exit_names_and_range():
     for bad in (0, 5):
         with pytest.raises(ValueError, match="exit_index"):
             ExitMap(bad)
+
+
+def test_exit_maps_normalised_inside_the_brain():
+    """restrict_to_brain: n(M_i) over the brain pixels (slice > 0) only, 0 in the air; by hand."""
+    net = FixedExitsNet([torch.tensor([[9.0, 1.0], [3.0, 5.0]]), torch.tensor([[-4.0, 2.0], [2.0, 2.0]]),
+                         torch.zeros(2, 2), torch.zeros(2, 2)])
+    images = torch.tensor([[[[0.0, 0.5], [0.5, 1.0]]]])          # pixel (0, 0) is air
+    whole = CamBatch(images, CamNetworks(net)).shared(EXIT_MAPS)
+    brain = CamBatch(images, CamNetworks(net), restrict_to_brain=True).shared(EXIT_MAPS)
+    # exit 1: over the slice min 1, max 9 -> [[1, 0], [1/4, 1/2]]; over the brain min 1, max 5 -> [[0, 0], [1/2, 1]]
+    assert torch.allclose(whole[0, 0], torch.tensor([[1.0, 0.0], [0.25, 0.5]]))
+    assert torch.allclose(brain[0, 0], torch.tensor([[0.0, 0.0], [0.5, 1.0]]))
+    # exit 2: the air held the only contrast; constant over the brain -> all zeros
+    assert torch.allclose(whole[0, 1], torch.tensor([[0.0, 1.0], [1.0, 1.0]]))
+    assert torch.equal(brain[0, 1], torch.zeros(2, 2))

@@ -11,7 +11,7 @@ from amecam_lib.cams.registry import CRF_METHODS, GRADIENT_METHODS, METHODS, REG
 
 
 def test_the_stable_names_in_table_order():
-    assert METHODS == ("ame_cam_crf", "ame_cam", "avg_me", "exit1", "exit2", "exit3", "exit4", "exit2_3",
+    assert METHODS == ("ame_cam_crf", "ame_cam", "avg_me", "m_f", "exit1", "exit2", "exit3", "exit4", "exit2_3",
                        "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "intensity")
 
 
@@ -25,7 +25,7 @@ def test_each_name_is_a_method_of_that_name():
 
 def test_shared_passes_are_declared_not_dispatched_by_name():
     assert {n for n, m in REGISTRY.items() if m.shared_pass is EXIT_MAPS} == \
-        {"ame_cam_crf", "ame_cam", "avg_me", "exit1", "exit2", "exit3", "exit4", "exit2_3"}
+        {"ame_cam_crf", "ame_cam", "avg_me", "m_f", "exit1", "exit2", "exit3", "exit4", "exit2_3"}
     assert GRADIENT_METHODS == ("grad_cam", "layer_cam", "layer_cam_last")
     assert get_method("score_cam").shared_pass is None and get_method("intensity").shared_pass is None
     assert get_method("grad_cam").shared_pass is GRADIENTS

@@ -6,6 +6,7 @@ pytorch-grad-cam)::
     base.py           CamNetworks (trained networks), CamBatch (a batch + its shared passes), CamMethod
     exits.py          exit1 .. exit4: n(M_i); the shared multi-exit forward pass EXIT_MAPS
     avg_me.py         avg_me: n(mean n(M_i))                          (Table 2, "Avg. ME")
+    m_f.py            m_f: n(M_f), the aggregated map alone (what A decides)
     ame_cam.py        ame_cam, exit2_3: the final CAM with its attention network  (Sec. 2 end; Table 3)
     gradient_pass.py  the one forward + backward pass shared by the gradient baselines
     grad_cam.py       grad_cam: Grad-CAM, last stage
@@ -16,13 +17,14 @@ pytorch-grad-cam)::
     polarity.py       polarity_check: a label-free check of each map's polarity
 
 Names (stable; used in ``results.csv``): ``ame_cam_crf`` (the ``ame_cam`` map; the evaluation
-refines its mask with DenseCRF), ``ame_cam``, ``avg_me``, ``exit1``..``exit4``, ``exit2_3``,
+refines its mask with DenseCRF), ``ame_cam``, ``avg_me``, ``m_f``, ``exit1``..``exit4``, ``exit2_3``,
 ``grad_cam``, ``layer_cam``, ``layer_cam_last``, ``score_cam``, ``intensity``. The baselines run
 through pytorch-grad-cam on a wrapper returning the tumour logit of exit 4 (the classifier's last
 exit), target ``ClassifierOutputTarget(0)``.
 
-Every map is ``(B, S, S) float32`` in [0, 1], high = tumour by construction (never flipped). Use
-one method directly::
+Every map is ``(B, S, S) float32`` in [0, 1], high = tumour by construction (never flipped); with
+``EvaluationConfig.restrict_to_brain`` every map is normalised over the brain only and is 0 outside
+(``CamBatch(..., restrict_to_brain=True)``). Use one method directly::
 
     batch = CamBatch(images, CamNetworks(net, {(1, 2, 3, 4): attention}))
     cam = get_method("ame_cam")(batch)
@@ -41,12 +43,12 @@ import numpy as np
 import torch
 
 from amecam_lib.cams.ame_cam import ALL_EXITS, EXITS_2_3
-from amecam_lib.cams.base import CamBatch, CamMethod, CamNetworks, SharedPass
+from amecam_lib.cams.base import CamBatch, CamMethod, CamNetworks, SharedPass, check_attention_normalisation
 from amecam_lib.cams.exits import EXIT_MAPS
 from amecam_lib.cams.layer_cam import LAYER_CAM_GAMMA, PaperLayerCAM
 from amecam_lib.cams.polarity import PolarityReport, polarity_check
 from amecam_lib.cams.registry import (AME_METHODS, BASELINE_METHODS, CRF_METHODS, GRADIENT_METHODS, METHODS,
-                                      REGISTRY, get_method)
+                                      REGISTRY, attention_exits, get_method)
 from amecam_lib.config import EvaluationConfig
 from amecam_lib.equations import fuse
 from amecam_lib.models.attention import AttentionNet
@@ -54,7 +56,8 @@ from amecam_lib.models.multi_exit import MultiExitResNet
 
 __all__ = ["ALL_EXITS", "AME_METHODS", "BASELINE_METHODS", "CRF_METHODS", "EXITS_2_3", "GRADIENT_METHODS",
            "LAYER_CAM_GAMMA", "METHODS", "REGISTRY", "CamBatch", "CamMethod", "CamMethods", "CamNetworks",
-           "PaperLayerCAM", "PolarityReport", "SharedPass", "get_method", "polarity_check"]
+           "PaperLayerCAM", "PolarityReport", "SharedPass", "attention_exits", "check_attention_normalisation",
+           "get_method", "polarity_check"]
 
 
 class CamMethods:
@@ -65,6 +68,10 @@ class CamMethods:
         attention: :class:`AttentionNet` over exits 1-4 (needed for ``ame_cam``/``ame_cam_crf``).
         attention_2_3: :class:`AttentionNet` over exits 2 and 3 (needed for ``exit2_3``).
         eval_config: ``EvaluationConfig`` (``restrict_to_brain``, ``score_cam_batch_size``).
+
+    Raises:
+        ValueError: an attention network trained with another n(.) than
+            ``eval_config.restrict_to_brain`` (its ``restrict_to_brain``, set by ``load_attention``).
 
     Example::
 
@@ -82,6 +89,13 @@ class CamMethods:
         self.attention = self.networks.attentions.get(ALL_EXITS)
         self.attention_2_3 = self.networks.attentions.get(EXITS_2_3)
         self.tumour_logit = self.networks.tumour_logit
+        self.restrict_to_brain = bool(self.config.restrict_to_brain)
+        for exits, trained in self.networks.attentions.items():
+            check_attention_normalisation(trained, self.restrict_to_brain, exits)
+
+    def batch(self, images, methods: Sequence[CamMethod] = ()) -> CamBatch:
+        """A :class:`CamBatch` of ``images`` on these networks, with this evaluation's n(.)."""
+        return CamBatch(images, self.networks, methods, restrict_to_brain=self.restrict_to_brain)
 
     def compute(self, images, methods: Sequence[str] | None = None,
                 timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
@@ -101,7 +115,8 @@ class CamMethods:
 
         Returns:
             ``{name: (B, S, S) float32 in [0, 1]}`` (NumPy), high = tumour; with
-            ``EvaluationConfig.restrict_to_brain``, 0 wherever the slice is 0 (outside the brain).
+            ``EvaluationConfig.restrict_to_brain``, every map min-max normalised over the brain
+            (slice > 0) and 0 outside it.
 
         Raises:
             ValueError: an unknown method name, bad ``images`` shape or values, or a method whose
@@ -112,7 +127,7 @@ class CamMethods:
         if unknown:
             raise ValueError(f"unknown CAM method(s) {unknown}; known: {METHODS}")
         cam_methods = tuple(dict.fromkeys(REGISTRY[name] for name in names))   # ame_cam_crf -> ame_cam
-        batch = CamBatch(images, self.networks, cam_methods)
+        batch = self.batch(images, cam_methods)
         maps: dict[CamMethod, torch.Tensor] = {}
         seconds: dict[CamMethod, float] = {}
         pass_seconds: dict[SharedPass, float] = {}
@@ -125,12 +140,9 @@ class CamMethods:
             started = time.perf_counter()
             maps[method] = method(batch)
             seconds[method] = pass_seconds.get(shared_pass, 0.0) + time.perf_counter() - started
-        brain = (batch.images[:, 0] > 0).float().cpu() if self.config.restrict_to_brain else None
         result = {}
         for name in names:
             cam = maps[REGISTRY[name]].detach().float().cpu()
-            if brain is not None:
-                cam = cam * brain
             result[name] = np.ascontiguousarray(cam.clamp(0.0, 1.0).numpy(), dtype=np.float32)
             if timings is not None:
                 timings[name] = seconds[REGISTRY[name]]
@@ -139,12 +151,13 @@ class CamMethods:
     @torch.no_grad()
     def tumour_probability(self, images) -> np.ndarray:
         """The classifier's own slice prediction: exit-4 tumour probability, ``(B,) float32`` in [0, 1]."""
-        batch = CamBatch(images, self.networks)
+        batch = self.batch(images)
         return torch.sigmoid(self.tumour_logit(batch.images)[:, 0]).float().cpu().numpy()
 
     def exit_maps(self, images) -> torch.Tensor:
-        """Normalised exit maps n(M_1)..n(M_4), ``(B, 4, S, S) float32`` in [0, 1] (bilinear)."""
-        return CamBatch(images, self.networks).shared(EXIT_MAPS)
+        """Normalised exit maps n(M_1)..n(M_4), ``(B, 4, S, S) float32`` in [0, 1] (bilinear; over
+        the brain only, 0 outside, with ``restrict_to_brain``)."""
+        return self.batch(images).shared(EXIT_MAPS)
 
     @torch.no_grad()
     def attention_weights(self, images, exits: Sequence[int] = ALL_EXITS) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,8 +167,8 @@ class CamMethods:
             ValueError: no attention network over ``exits`` was given.
         """
         exits = tuple(exits)
-        batch = CamBatch(images, self.networks)
-        attention = self.networks.attention(exits)
+        batch = self.batch(images)
+        attention = batch.attention(exits)
         exit_maps = batch.shared(EXIT_MAPS)
         weights, fused_map = fuse(batch.images, exit_maps[:, [e - 1 for e in exits]], attention)
         return weights.cpu(), fused_map[:, 0].cpu()

@@ -5,6 +5,9 @@ For the selected exits, with their own trained attention network A::
     S, M_f = fuse(I, n(M_i), A)                 (Eq. 2, amecam_lib.equations.fuse)
     final  = n(mean(n(M_i) ..., M_f))           (amecam_lib.equations.final_cam)
 
+(n(.) over the brain only, 0 outside, when the batch restricts maps to the brain.) M_f alone is
+the method ``m_f`` (:mod:`amecam_lib.cams.m_f`).
+
 ``exit2_3`` is Table 3's "M2 + M3": the same on exits 2 and 3 only, with a second attention
 network trained on those two exits (``train_attention(exits=(2, 3))``). ``ame_cam_crf`` is the
 ``ame_cam`` map itself (the evaluation turns it into a mask with DenseCRF).
@@ -43,7 +46,6 @@ class AmeCam(CamMethod):
 
     @torch.no_grad()
     def __call__(self, batch: CamBatch) -> torch.Tensor:
-        attention = batch.networks.attention(self.exits)
         selected = batch.shared(EXIT_MAPS)[:, [exit_index - 1 for exit_index in self.exits]]
-        _, fused_map = fuse(batch.images, selected, attention)
-        return final_cam(selected, fused_map)
+        _, fused_map = fuse(batch.images, selected, batch.attention(self.exits))
+        return final_cam(selected, fused_map, batch.region)

@@ -16,4 +16,4 @@ class AverageExits(CamMethod):
     shared_pass = EXIT_MAPS
 
     def __call__(self, batch: CamBatch) -> torch.Tensor:
-        return average_exits(batch.shared(EXIT_MAPS))
+        return average_exits(batch.shared(EXIT_MAPS), batch.region)

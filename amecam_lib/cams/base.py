@@ -11,6 +11,11 @@ the exit maps; the forward + backward pass of the gradient baselines). A method 
 its :attr:`CamMethod.shared_pass`, a :class:`SharedPass` object, and asks the batch for it with
 ``batch.shared(pass)``: the batch runs each pass at most once and keeps the result, keyed by the
 pass object itself, so that methods share work without knowing about each other.
+
+Where a map lives: ``CamBatch(..., restrict_to_brain=True)`` (``EvaluationConfig.restrict_to_brain``)
+makes every method normalise its map over the brain pixels only (:attr:`CamBatch.region`, slice > 0)
+and leave 0 outside; every method normalises through :meth:`CamBatch.normalise`, so the rule is
+the same for all of them.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from amecam_lib.equations import AttentionFunction
+from amecam_lib.equations import AttentionFunction, brain_region, normalise_maps
 from amecam_lib.models.multi_exit import N_EXITS, ExitLogit, MultiExitResNet
 
 
@@ -52,17 +57,49 @@ class CamNetworks:
         self.tumour_logit = ExitLogit(model, exit_index=N_EXITS).eval()
         self.score_cam_batch_size = int(score_cam_batch_size)
 
-    def attention(self, exits: Sequence[int]) -> AttentionFunction:
+    def attention(self, exits: Sequence[int], restrict_to_brain: bool | None = None) -> AttentionFunction:
         """The attention network over ``exits``.
 
+        Args:
+            exits: 1-based exits, sorted.
+            restrict_to_brain: the n(.) the maps will be normalised with; when given, an attention
+                network that records another one (``attention.restrict_to_brain``, set by
+                ``load_attention``) is refused.
+
         Raises:
-            ValueError: none was given for these exits.
+            ValueError: none was given for these exits, or it was trained with the other n(.)
+                (:func:`check_attention_normalisation`).
         """
         exits = tuple(exits)
         if exits not in self.attentions:
             raise ValueError(f"no attention network over exits {exits} was given; train one with "
                              f"train_attention(exits={exits}) (notebook 04) and load it with load_attention")
-        return self.attentions[exits]
+        attention = self.attentions[exits]
+        if restrict_to_brain is not None:
+            check_attention_normalisation(attention, restrict_to_brain, exits)
+        return attention
+
+
+def check_attention_normalisation(attention: AttentionFunction, restrict_to_brain: bool,
+                                  exits: Sequence[int] = ()) -> None:
+    """Refuse an attention network trained with another n(.) than the one the maps will use.
+
+    A learns from the maps it was trained on: n(M_i) over the whole slice, or over the brain only
+    (``EvaluationConfig.restrict_to_brain``). Fed maps of the other kind it sees inputs it never
+    saw. The setting A was trained with is ``attention.restrict_to_brain`` (set by
+    :func:`amecam_lib.aggregation.load_attention` from its checkpoint); ``None`` or a callable
+    without it (a hand-made A in a test) is accepted.
+
+    Raises:
+        ValueError: the two settings differ (the message names ``EvaluationConfig.restrict_to_brain``).
+    """
+    trained = getattr(attention, "restrict_to_brain", None)
+    if trained is not None and bool(trained) != bool(restrict_to_brain):
+        raise ValueError(
+            f"the attention network over exits {tuple(exits)} was trained with "
+            f"EvaluationConfig.restrict_to_brain={bool(trained)}, but the maps are normalised with "
+            f"restrict_to_brain={bool(restrict_to_brain)}; retrain it with the same preset "
+            f"(train_attention reads preset.evaluation.restrict_to_brain) or change the setting")
 
 
 class SharedPass:
@@ -91,12 +128,19 @@ class CamBatch:
         networks: :class:`CamNetworks`.
         methods: the methods that will be asked for on this batch, if known: a shared pass may then
             serve them all at once (the gradient pass hooks every gradient baseline listed here).
+        restrict_to_brain: normalise every map over the brain only and leave it 0 outside
+            (``EvaluationConfig.restrict_to_brain``; see :meth:`normalise`).
+
+    Attributes:
+        images: ``(B, 1, H, W) float32`` on the networks' device.
+        region: ``(B, 1, H, W) bool`` brain (``images > 0``) when ``restrict_to_brain``, else None.
 
     Raises:
         ValueError: ``images`` is not ``(B, 1, S, S)``, or holds NaN / infinite values.
     """
 
-    def __init__(self, images, networks: CamNetworks, methods: Sequence[CamMethod] = ()):
+    def __init__(self, images, networks: CamNetworks, methods: Sequence[CamMethod] = (),
+                 restrict_to_brain: bool = False):
         image_tensor = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
         if image_tensor.ndim != 4 or image_tensor.shape[1] != 1:
             raise ValueError(f"images must be (B, 1, S, S), got {tuple(image_tensor.shape)}")
@@ -106,7 +150,29 @@ class CamBatch:
         self.images: torch.Tensor = image_tensor.to(networks.device)
         self.networks = networks
         self.methods: tuple[CamMethod, ...] = tuple(dict.fromkeys(methods))
+        self.restrict_to_brain = bool(restrict_to_brain)
+        self.region: torch.Tensor | None = brain_region(self.images) if self.restrict_to_brain else None
         self._shared: dict[SharedPass, Any] = {}
+
+    def normalise(self, maps: torch.Tensor) -> torch.Tensor:
+        """n(.) of this batch's maps: per image (and per map) over the whole slice, or over the brain
+        only (0 outside) when the batch was made with ``restrict_to_brain``.
+
+        Args:
+            maps: ``(B, H, W)`` (one map per slice) or ``(B, n, H, W)`` float.
+
+        Returns:
+            the same shape, float32 in [0, 1] (:func:`amecam_lib.equations.normalise_maps`).
+        """
+        maps = maps.to(self.images.device)
+        if self.region is None:
+            return normalise_maps(maps)
+        return normalise_maps(maps, self.region[:, 0] if maps.ndim == 3 else self.region)
+
+    def attention(self, exits: Sequence[int]) -> AttentionFunction:
+        """The attention network over ``exits``, checked against this batch's n(.)
+        (:meth:`CamNetworks.attention`)."""
+        return self.networks.attention(exits, restrict_to_brain=self.restrict_to_brain)
 
     def shared(self, shared_pass: SharedPass) -> Any:
         """The result of ``shared_pass`` on this batch: run on first use, then kept."""

@@ -72,7 +72,10 @@ GRADIENTS = GradientPass()
 class GradientCamMethod(CamMethod):
     """A baseline computed by a pytorch-grad-cam class from the stage activations and gradients.
 
-    Subclasses implement :meth:`cam_object`; the map is the library's output, min-max normalised.
+    Subclasses implement :meth:`cam_object`; the map is the library's output, min-max normalised
+    (over the brain only when the batch restricts maps to the brain: min-max is invariant to a
+    positive affine change, so renormalising the whole-slice map over the brain equals
+    normalising the library's map over the brain).
     """
 
     shared_pass = GRADIENTS
@@ -85,4 +88,4 @@ class GradientCamMethod(CamMethod):
         maps = batch.shared(GRADIENTS)
         if self not in maps:  # not announced in batch.methods: a pass for this method alone
             maps.update(GRADIENTS.compute(batch, [self]))
-        return maps[self]
+        return maps[self] if batch.region is None else batch.normalise(maps[self])

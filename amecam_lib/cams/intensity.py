@@ -8,13 +8,13 @@ from __future__ import annotations
 import torch
 
 from amecam_lib.cams.base import CamBatch, CamMethod
-from amecam_lib.equations import normalise_maps
 
 
 class Intensity(CamMethod):
-    """``n(I)``: the slice, min-max normalised per image, ``(B, S, S)`` in [0, 1]."""
+    """``n(I)``: the slice, min-max normalised per image (over the brain only when the batch
+    restricts maps to the brain), ``(B, S, S)`` in [0, 1]."""
 
     name = "intensity"
 
     def __call__(self, batch: CamBatch) -> torch.Tensor:
-        return normalise_maps(batch.images[:, 0])
+        return batch.normalise(batch.images[:, 0])

@@ -15,6 +15,7 @@ from amecam_lib.cams.grad_cam import GradCam
 from amecam_lib.cams.gradient_pass import GRADIENTS
 from amecam_lib.cams.intensity import Intensity
 from amecam_lib.cams.layer_cam import LayerCam, LayerCamLast
+from amecam_lib.cams.m_f import FusedMap
 from amecam_lib.cams.score_cam import ScoreCam
 
 _AME_CAM = AmeCam("ame_cam", exits=ALL_EXITS)
@@ -23,6 +24,7 @@ REGISTRY: dict[str, CamMethod] = {
     "ame_cam_crf": _AME_CAM,
     "ame_cam": _AME_CAM,
     "avg_me": AverageExits(),
+    "m_f": FusedMap(),
     "exit1": ExitMap(1),
     "exit2": ExitMap(2),
     "exit3": ExitMap(3),
@@ -47,6 +49,13 @@ GRADIENT_METHODS: tuple[str, ...] = tuple(name for name, method in REGISTRY.item
 """Baselines computed from one shared forward + backward pass."""
 BASELINE_METHODS: tuple[str, ...] = (*GRADIENT_METHODS, "score_cam")
 """The pytorch-grad-cam baselines."""
+
+
+def attention_exits(names) -> set[tuple[int, ...]]:
+    """The attention networks (by the exits they aggregate) that the methods ``names`` need, e.g.
+    ``{(1, 2, 3, 4)}`` for ``("ame_cam", "m_f", "grad_cam")``. Unknown names are ignored."""
+    return {tuple(REGISTRY[name].exits) for name in names
+            if name in REGISTRY and getattr(REGISTRY[name], "exits", None) is not None}
 
 
 def get_method(name: str) -> CamMethod:

@@ -3,7 +3,7 @@
 pytorch-grad-cam's ``ScoreCAM`` on the exit-4 tumour logit, no gradients: every channel of the last
 stage's activations, upsampled and min-max normalised, masks the slice; the tumour logits of the
 masked slices, softmaxed over the channels, weight the channels; ``ReLU(sum_k w_k A_k)``, then
-min-max normalised. One forward per channel (512 for ResNet-18) per slice: slow on a CPU, so the
+min-max normalised (over the brain only when the batch restricts maps to the brain). One forward per channel (512 for ResNet-18) per slice: slow on a CPU, so the
 evaluation runs it on a subset (``EvaluationConfig.score_cam_max_slices``).
 """
 
@@ -19,7 +19,6 @@ from pytorch_grad_cam import ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from amecam_lib.cams.base import CamBatch, CamMethod
-from amecam_lib.equations import normalise_maps
 
 
 class ScoreCam(CamMethod):
@@ -45,7 +44,7 @@ class ScoreCam(CamMethod):
                 cam_maps = cam(input_tensor=batch.images.detach().clone(), targets=targets)
         if cam_maps is None:
             raise RuntimeError("pytorch-grad-cam failed silently while computing score_cam")
-        return normalise_maps(torch.from_numpy(np.asarray(cam_maps, dtype=np.float32)))
+        return batch.normalise(torch.from_numpy(np.asarray(cam_maps, dtype=np.float32)))
 
 
 @contextlib.contextmanager

@@ -51,6 +51,9 @@ class AttentionNet(nn.Module):
         if final_bn_relu:
             layers += [nn.BatchNorm2d(n_maps), nn.ReLU()]
         self.layers = nn.Sequential(*layers)
+        # The n(.) A was trained with (EvaluationConfig.restrict_to_brain); set by
+        # amecam_lib.aggregation.load_attention, None when unknown. Not part of the state dict.
+        self.restrict_to_brain: bool | None = None
 
     def forward(self, masked_images: torch.Tensor) -> torch.Tensor:
         """Per-pixel importance of each map.
