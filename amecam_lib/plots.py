@@ -485,6 +485,34 @@ def plot_map_grid(images: np.ndarray, maps: Mapping[str, np.ndarray],
     return fig
 
 
+def plot_attention_weights(reports: Mapping[str, pd.DataFrame]) -> Figure:
+    """Mean attention weight of each exit inside the brain, one panel per attention network.
+
+    Args:
+        reports: title -> the table of :func:`amecam_lib.aggregation.attention_weight_report`
+            (``exit``, ``mean_weight``, ``uniform_weight``, ``mean_abs_deviation``).
+
+    A dashed line marks the uniform weight 1/n (A changed nothing); each panel's title gives the
+    mean ``|S_i - 1/n|`` over the exits.
+    """
+    if not reports:
+        raise ValueError("reports is empty")
+    fig = Figure(figsize=(2.6 * len(reports) + 0.6, 2.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(reports), sharey=True))
+    for ax, (name, table) in zip(axes, reports.items()):
+        missing = {"exit", "mean_weight", "uniform_weight", "mean_abs_deviation"} - set(table.columns)
+        if missing:
+            raise ValueError(f"report {name!r} lacks columns {sorted(missing)}")
+        positions = np.arange(len(table))
+        ax.bar(positions, table["mean_weight"], color="#6baed6")
+        ax.axhline(float(table["uniform_weight"].iloc[0]), color="k", ls="--", lw=1, label="uniform 1/n")
+        ax.set_xticks(positions, [f"exit {int(e)}" for e in table["exit"]])
+        ax.set_title(f"{name}\nmean |S - 1/n| = {float(table['mean_abs_deviation'].mean()):.3f}", fontsize=9)
+    axes[0].set_ylabel("mean weight in the brain")
+    axes[0].legend(fontsize=8)
+    return fig
+
+
 # --------------------------------------------------------------------------------------------
 # 05: masks and results
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from amecam_lib.plots import (display_view, plot_class_balance, plot_crf_steps, plot_embeddings,
+from amecam_lib.plots import (display_view, plot_attention_weights, plot_class_balance, plot_crf_steps, plot_embeddings,
                               plot_exit_architecture, plot_exit_metrics, plot_false_positive_area,
                               plot_map_grid, plot_modalities, plot_results, plot_training_log,
                               plot_tumour_area, plot_views, read_log, save_figure)
@@ -155,6 +155,20 @@ def test_plot_results_bars_and_paper_markers(tmp_path):
         plot_results(table, metric="hd95")
     with pytest.raises(FileNotFoundError):
         plot_results(tmp_path / "missing.csv")
+
+
+def test_plot_attention_weights_one_panel_per_network():
+    report = pd.DataFrame({"exit": [1, 2, 3, 4], "mean_weight": [0.1, 0.6, 0.2, 0.1], "uniform_weight": 0.25,
+                           "mean_abs_deviation": [0.15, 0.35, 0.05, 0.15]})
+    pair = pd.DataFrame({"exit": [2, 3], "mean_weight": [0.5, 0.5], "uniform_weight": 0.5,
+                         "mean_abs_deviation": [0.0, 0.0]})
+    fig = plot_attention_weights({"exits 1-4": report, "exits 2+3": pair})
+    assert len(fig.axes) == 2
+    assert _titles(fig) == ["exits 1-4\nmean |S - 1/n| = 0.175", "exits 2+3\nmean |S - 1/n| = 0.000"]
+    heights = [patch.get_height() for patch in fig.axes[0].patches]
+    assert heights == pytest.approx([0.1, 0.6, 0.2, 0.1])
+    with pytest.raises(ValueError, match="mean_weight"):
+        plot_attention_weights({"bad": pair.drop(columns="mean_weight")})
 
 
 def test_plot_false_positive_area_in_percent():
