@@ -182,6 +182,18 @@ def test_pipeline_results_table(smoke_run):
     assert table["dice_mean"].between(0, 1).all() and (table["hd95_mean"] >= 0).all()
     markdown = (run_dir / "results.md").read_text()
     assert all(f"`{method}`" in markdown for method in methods)
+    # per-patient 3-D scores: each test patient once per method (Score-CAM ran on a subset: left out)
+    from amecam_lib.evaluation import VOLUME_COLUMNS
+    from amecam_lib.slices import read_manifest
+
+    volumes = pd.read_csv(run_dir / "results_3d.csv")
+    manifest = read_manifest(run_dir)
+    test_cases = sorted(set(manifest.loc[manifest["split"] == "test", "case_id"]))
+    assert tuple(volumes.columns) == VOLUME_COLUMNS and not volumes.isna().any().any()
+    assert sorted(set(volumes["method"])) == sorted(m for m in methods if m != "score_cam")
+    assert len(volumes) == len(set(volumes["method"])) * len(test_cases)
+    assert sorted(set(volumes["case_id"])) == test_cases and (volumes["true_voxels"] > 0).all()
+    assert "# Per-patient 3-D scores" in markdown.split("## flair", 1)[1]
 
 
 @pytest.mark.slow
