@@ -187,8 +187,10 @@ def test_attention_learns_to_trust_the_right_exit_on_a_toy_problem(one_thread):
     M_f, so the foregrounds of two slices look alike wherever their squares are: the problem is
     well posed. The masked-pixel features (``"pixels"``) compare slices position by position, so
     two squares at different places are dissimilar foregrounds whatever A does (SimMax cannot be
-    met); they cannot prefer a square that moves. The brain pooling keeps the air out of the
-    background, as in the real setting. n(.) over the brain (``restrict_to_brain``), as the demo.
+    met); with them the loss has no term that rewards the right exit for following the square
+    (measured on this toy, A still drifts to the right exit through SimMin, but that is not what
+    the test is about). The brain pooling keeps the air out of the background, as in the real
+    setting. n(.) over the brain (``restrict_to_brain``), as the demo preset.
     """
     from amecam_lib.config import AggregationConfig
     from amecam_lib.equations import average_exits, brain_region, final_cam
