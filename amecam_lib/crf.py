@@ -6,6 +6,12 @@ defined but never called; the paper says it is applied): Gaussian kernel sxy=3, 
 bilateral kernel sxy=10, srgb=13, compat=10; 10 mean-field iterations; the grey slice given to the
 bilateral term as three identical uint8 channels.
 
+Kernel widths in mm: the authors' sxy values are pixels of the 1 mm BraTS grid, i.e. millimetres.
+:func:`dense_crf` takes pixels (what pydensecrf takes); :func:`dense_crf_from_config` reads the
+widths in mm from the configuration (``crf_gaussian_sxy_mm``, ``crf_bilateral_sxy_mm``) and
+divides them by the slice's pixel spacing per axis, so that a kernel covers the same anatomy
+whatever the slice geometry (1.875 mm/px at 128 px, 1 mm/px for a crop at zoom 1).
+
 Unary: the authors build it from ``softmax([1 - p, p])`` over the two labels (``unary="softmax"``,
 default): that softens the CAM (p = 1 becomes 0.73 tumour), so the pairwise terms weigh more.
 ``unary="probability"`` uses ``[1 - p, p]`` as the label probabilities directly.
@@ -62,8 +68,8 @@ def _rgb_image(image) -> np.ndarray:
     return np.ascontiguousarray(grey_or_rgb, dtype=np.uint8)
 
 
-def dense_crf(prob_map, image, *, gaussian_sxy: float = 3.0, gaussian_compat: float = 3.0,
-              bilateral_sxy: float = 10.0, bilateral_srgb: float = 13.0,
+def dense_crf(prob_map, image, *, gaussian_sxy: float | tuple[float, float] = 3.0, gaussian_compat: float = 3.0,
+              bilateral_sxy: float | tuple[float, float] = 10.0, bilateral_srgb: float = 13.0,
               bilateral_compat: float = 10.0, iterations: int = 10,
               unary: str = "softmax") -> np.ndarray:
     """Refine a tumour probability map into a mask with a two-label DenseCRF.
@@ -72,9 +78,10 @@ def dense_crf(prob_map, image, *, gaussian_sxy: float = 3.0, gaussian_compat: fl
         prob_map: ``(H, W)`` float map in [0, 1] (any float dtype, any memory layout), high on
             tumour; a CAM normalised to [0, 1].
         image: the slice, ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)``; float in [0, 1] or uint8.
-        gaussian_sxy, gaussian_compat: smoothness kernel (pixels, weight).
-        bilateral_sxy, bilateral_srgb, bilateral_compat: appearance kernel (pixels, grey levels
-            0-255, weight).
+        gaussian_sxy, gaussian_compat: smoothness kernel (standard deviation in pixels, one number
+            or ``(along columns x, along rows y)``; weight).
+        bilateral_sxy, bilateral_srgb, bilateral_compat: appearance kernel (pixels as above, grey
+            levels 0-255, weight).
         iterations: mean-field iterations.
         unary: ``"softmax"`` (authors: -log softmax([1-p, p])) or ``"probability"``
             (-log [1-p, p], clipped at 1e-5).
@@ -108,10 +115,26 @@ def dense_crf(prob_map, image, *, gaussian_sxy: float = 3.0, gaussian_compat: fl
     return marginals[1] > marginals[0]
 
 
-def dense_crf_from_config(prob_map, image, config) -> np.ndarray:
-    """:func:`dense_crf` with the settings of an ``EvaluationConfig`` (``crf_*`` fields)."""
-    return dense_crf(prob_map, image, gaussian_sxy=config.crf_gaussian_sxy,
+def kernel_pixels(width_mm: float, spacing_mm: tuple[float, float]) -> tuple[float, float]:
+    """A kernel width in mm as pydensecrf's ``(sx, sy)`` in pixels: ``sx`` along columns (x),
+    ``sy`` along rows (y), for a slice whose pixels are ``spacing_mm = (row spacing, column
+    spacing)`` mm (:attr:`amecam_lib.slices.CaseInfo.pixel_spacing_mm`).
+
+    Raises:
+        ValueError: a width or spacing that is not positive.
+    """
+    row_mm, col_mm = (float(value) for value in spacing_mm)
+    if not (width_mm > 0 and row_mm > 0 and col_mm > 0):
+        raise ValueError(f"CRF kernel width {width_mm} mm and pixel spacing {spacing_mm} mm must be positive")
+    return (width_mm / col_mm, width_mm / row_mm)
+
+
+def dense_crf_from_config(prob_map, image, config, spacing_mm: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """:func:`dense_crf` with the settings of an ``EvaluationConfig`` (``crf_*`` fields), the kernel
+    widths given in mm and converted with the slice's ``spacing_mm`` (row, column) to pixels."""
+    return dense_crf(prob_map, image, gaussian_sxy=kernel_pixels(config.crf_gaussian_sxy_mm, spacing_mm),
                      gaussian_compat=config.crf_gaussian_compat,
-                     bilateral_sxy=config.crf_bilateral_sxy, bilateral_srgb=config.crf_bilateral_srgb,
+                     bilateral_sxy=kernel_pixels(config.crf_bilateral_sxy_mm, spacing_mm),
+                     bilateral_srgb=config.crf_bilateral_srgb,
                      bilateral_compat=config.crf_bilateral_compat, iterations=config.crf_iterations,
                      unary=config.crf_unary)

@@ -158,9 +158,14 @@ def threshold_masks(maps: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return np.asarray(maps) >= threshold
 
 
-def crf_masks(maps: np.ndarray, images: np.ndarray, config: EvaluationConfig) -> np.ndarray:
-    """DenseCRF masks of ``(N, H, W)`` CAMs on their ``(N, 1, H, W)`` slices (settings from ``config``)."""
-    return np.stack([dense_crf_from_config(cam, image[0], config) for cam, image in zip(maps, images)]) \
+def crf_masks(maps: np.ndarray, images: np.ndarray, config: EvaluationConfig,
+              spacings_mm: Sequence[tuple[float, float]] | None = None) -> np.ndarray:
+    """DenseCRF masks of ``(N, H, W)`` CAMs on their ``(N, 1, H, W)`` slices (settings from ``config``;
+    kernel widths in mm converted with each slice's ``(row, column)`` spacing, 1 mm when None)."""
+    if spacings_mm is None:
+        spacings_mm = [(1.0, 1.0)] * len(maps)
+    return np.stack([dense_crf_from_config(cam, image[0], config, spacing)
+                     for cam, image, spacing in zip(maps, images, spacings_mm)]) \
         if len(maps) else np.zeros(np.shape(maps), dtype=bool)
 
 
@@ -414,7 +419,8 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
         chosen, method_maps, elapsed = source_indices[source], source_maps[source], map_seconds[source]
         started = time.perf_counter()
         if method in CRF_METHODS:
-            method_masks = crf_masks(method_maps, slices.images[chosen], config)
+            method_masks = crf_masks(method_maps, slices.images[chosen], config,
+                                     [spacing[case_id] for case_id in slices.case_ids[chosen]])
         else:
             method_masks = threshold_masks(method_maps, config.threshold)
         if predicted_normal is not None:

@@ -22,7 +22,7 @@ def test_image_shape_of_each_geometry():
 
 def test_presets_geometry():
     assert get_preset("paper").data.image_shape == (240, 240)
-    assert get_preset("demo").data.image_shape == (128, 128)
+    assert get_preset("demo").data.image_shape == (160, 192)
     smoke = get_preset("smoke").data
     assert (smoke.image_size, smoke.crop_size, smoke.crop_zoom) == (None, (160, 192), 0.4)
 
@@ -48,6 +48,7 @@ def test_overrides_switch_geometry():
     with pytest.raises(ValueError, match=r"image_size=96 and crop_size=\(160, 192\) both given"):
         demo.with_overrides(image_size=96, crop_size=(160, 192))
     with pytest.raises(ValueError, match="crop_zoom"):
-        demo.with_overrides(crop_zoom=0.5)
+        demo.with_overrides(image_size=128).with_overrides(crop_zoom=0.5)
+    assert demo.with_overrides(crop_zoom=0.5).data.image_shape == (80, 96)
     with pytest.raises(ValueError, match="crop_zoom=0.5 applies only with crop_size, not with image_size=96"):
         with_geometry(smoke.data, image_size=96, crop_zoom=0.5)

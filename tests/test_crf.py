@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from amecam_lib.config import EvaluationConfig
-from amecam_lib.crf import dense_crf, dense_crf_from_config
+from amecam_lib.crf import dense_crf, dense_crf_from_config, kernel_pixels
 
 
 def _scene(size: int = 40, seed: int = 0):
@@ -56,6 +56,23 @@ def test_config_wrapper_uses_the_settings():
     image, prob_map, _ = _scene()
     np.testing.assert_array_equal(dense_crf_from_config(prob_map, image, EvaluationConfig()),
                                   dense_crf(prob_map, image))
+
+
+def test_kernel_widths_in_mm_become_pixels_per_axis():
+    # (row spacing, column spacing) = (2.0, 1.0) mm: 20 mm is 20 px along columns (x), 10 px along rows (y).
+    assert kernel_pixels(20.0, (2.0, 1.0)) == (20.0, 10.0)
+    assert kernel_pixels(3.0, (1.875, 1.875)) == (1.6, 1.6)
+    with pytest.raises(ValueError, match="positive"):
+        kernel_pixels(0.0, (1.0, 1.0))
+    with pytest.raises(ValueError, match="positive"):
+        kernel_pixels(10.0, (0.0, 1.0))
+
+
+def test_config_wrapper_converts_mm_with_the_spacing():
+    # At 2 mm per pixel the authors' 3 mm / 10 mm kernels are 1.5 px / 5 px.
+    image, prob_map, _ = _scene()
+    np.testing.assert_array_equal(dense_crf_from_config(prob_map, image, EvaluationConfig(), (2.0, 2.0)),
+                                  dense_crf(prob_map, image, gaussian_sxy=1.5, bilateral_sxy=5.0))
 
 
 def test_confident_uniform_map_stays_empty():

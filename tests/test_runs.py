@@ -58,7 +58,7 @@ def test_notebook_preset_crop_parameters_as_papermill_passes_them():
     with pytest.raises(ValueError, match="image_size=48 and crop_size=\\(160, 192\\)"):
         notebook_preset("demo", "flair", image_size=48, crop_size=[160, 192])
     with pytest.raises(ValueError, match="crop_zoom"):
-        notebook_preset("demo", "flair", crop_zoom=0.5)                        # demo resamples: no crop
+        notebook_preset("paper", "flair", crop_zoom=0.5)                       # paper resamples: no crop
 
 
 def test_list_outputs(tmp_path):
