@@ -169,6 +169,41 @@ def crf_masks(maps: np.ndarray, images: np.ndarray, config: EvaluationConfig,
         if len(maps) else np.zeros(np.shape(maps), dtype=bool)
 
 
+def map_correlation(first_maps: np.ndarray, second_maps: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
+    """Pearson correlation of two methods' maps, slice by slice (how alike two CAMs are, e.g.
+    ``grad_cam`` and ``exit4``, see notebook 05).
+
+    Args:
+        first_maps, second_maps: ``(N, H, W)`` (or one ``(H, W)``) float maps of the same slices.
+        region: optional ``(N, H, W)`` bool: correlate only these pixels of each slice (e.g.
+            ``first_maps > 0``); None: every pixel.
+
+    Returns:
+        ``(N,) float64`` r in [-1, 1]; NaN for a slice where either map is constant over the
+        pixels compared (or fewer than two pixels are compared): r is undefined there.
+
+    Raises:
+        ValueError: shapes that differ.
+    """
+    first = np.asarray(first_maps, dtype=np.float64)
+    second = np.asarray(second_maps, dtype=np.float64)
+    first, second = (array[None] if array.ndim == 2 else array for array in (first, second))
+    keep = np.ones(first.shape, dtype=bool) if region is None else np.asarray(region, dtype=bool)
+    keep = keep[None] if keep.ndim == 2 else keep
+    if first.ndim != 3 or first.shape != second.shape or keep.shape != first.shape:
+        raise ValueError(f"maps (and region) must be (N, H, W) of one shape, got {np.shape(first_maps)}, "
+                         f"{np.shape(second_maps)}" + ("" if region is None else f", {np.shape(region)}"))
+    correlations = np.full(len(first), np.nan)
+    for index, (a, b, inside) in enumerate(zip(first, second, keep)):
+        if inside.sum() < 2:
+            continue
+        a, b = a[inside] - a[inside].mean(), b[inside] - b[inside].mean()
+        norm = np.sqrt((a * a).sum() * (b * b).sum())
+        if norm > 0:
+            correlations[index] = float(np.clip((a * b).sum() / norm, -1.0, 1.0))
+    return correlations
+
+
 def subset_indices(labels: np.ndarray, max_slices: int | None) -> np.ndarray:
     """Evenly spaced subset: at most ``max_slices`` tumour-labelled and ``max_slices`` normal slices.
 

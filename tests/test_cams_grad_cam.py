@@ -50,3 +50,25 @@ def test_gradient_maps_of_a_non_square_slice_keep_rows_and_columns():
     assert grad_cam.shape == layer_cam_last.shape == (1, 3, 5)
     np.testing.assert_allclose(grad_cam[0].numpy(), np.maximum(2.0 * wide.numpy() - 1.0, 0.0), atol=1e-5)
     np.testing.assert_allclose(layer_cam_last[0].numpy(), wide.numpy(), atol=1e-5)
+
+
+def test_grad_cam_on_the_multi_exit_network_is_exit_4s_map():
+    """Exit 4 is a 1x1 convolution then GAP, so d logit / d A_k = w_k / hw at every pixel and
+    Grad-CAM = ReLU(M_4 - b) / hw. Where M_4 - b > 0 everywhere (exit-4 weights >= 0 on the
+    post-ReLU features), Grad-CAM and n(M_4) are the same map, with or without the brain restriction."""
+    from amecam_lib.cams.registry import get_method
+    from amecam_lib.evaluation import map_correlation
+    from amecam_lib.models.multi_exit import MultiExitResNet
+
+    torch.manual_seed(0)
+    net = MultiExitResNet().eval()
+    with torch.no_grad():
+        net.exits[3].weight.copy_(torch.rand_like(net.exits[3].weight))
+        net.exits[3].bias.fill_(-5.0)                     # the bias does not enter Grad-CAM
+    images = torch.rand(2, 1, 64, 96)
+    images[:, :, :, :8] = 0.0                              # some air, for the brain restriction
+    for restrict in (False, True):
+        batch = CamBatch(images, CamNetworks(net), restrict_to_brain=restrict)
+        grad_cam, exit4 = GradCam()(batch).numpy(), get_method("exit4")(batch).numpy()
+        np.testing.assert_allclose(grad_cam, exit4, atol=1e-4)
+        np.testing.assert_allclose(map_correlation(grad_cam, exit4), [1.0, 1.0], atol=1e-6)

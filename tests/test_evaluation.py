@@ -16,8 +16,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from amecam_lib.aggregation import load_attention, train_attention
 from amecam_lib.config import get_preset
 from amecam_lib.evaluation import (PAPER_RESULTS, RESULT_COLUMNS, VOLUME_COLUMNS, EvaluationResult, evaluate,
-                                   load_predictions, pixel_spacing_mm, results_markdown, score_volumes,
-                                   subset_indices, summary_row, threshold_masks, volume_summary, write_results)
+                                   load_predictions, map_correlation, pixel_spacing_mm, results_markdown,
+                                   score_volumes, subset_indices, summary_row, threshold_masks, volume_summary,
+                                   write_results)
 from amecam_lib.export import export_case_masks
 from amecam_lib.losses.exits import multi_exit_loss
 from amecam_lib.models.multi_exit import MultiExitResNet
@@ -29,6 +30,21 @@ from amecam_lib.training import fit
 def test_threshold_masks():
     maps = np.array([[[0.2, 0.5], [0.7, 0.49]]])
     np.testing.assert_array_equal(threshold_masks(maps, 0.5), [[[False, True], [True, False]]])
+
+
+def test_map_correlation_by_hand():
+    ramp = np.array([[0.0, 1.0], [2.0, 3.0]])
+    maps = np.stack([ramp, ramp, ramp, np.ones((2, 2))])
+    others = np.stack([2 * ramp + 5, -ramp, np.array([[0.0, 1.0], [3.0, 2.0]]), ramp])
+    # r = 1 (positive affine), -1, (x . y) / |x||y| of centred [-1.5, -.5, .5, 1.5] and [-1.5, -.5, 1.5, .5]
+    # = 4 / 5, undefined for a constant map
+    np.testing.assert_allclose(map_correlation(maps, others), [1.0, -1.0, 0.8, np.nan])
+    # region: pixels 1, 2, 3 of the third slice: centred [-1, 0, 1] and [-1, 1, 0] -> 1 / 2
+    region = np.array([[False, True], [True, True]])
+    assert map_correlation(ramp, others[2], region=region) == pytest.approx([0.5])
+    assert np.isnan(map_correlation(ramp, ramp, region=np.zeros((2, 2), dtype=bool))).all()
+    with pytest.raises(ValueError, match="one shape"):
+        map_correlation(maps, others[:2])
 
 
 def test_subset_indices_are_evenly_spaced_per_class():
