@@ -6,8 +6,11 @@
    authors' code). Writes ``RUN/<modality>/pretrain/{log.csv,last.pt,best.pt}``.
 2. :func:`train_multi_exit` -- the multi-exit ResNet, backbone initialised from the pretrained one,
    trained with Eq. 1 (Adam, cosine schedule; ``preset.multi_exit``), validated every epoch on the
-   val split (accuracy and ROC AUC per exit); ``best.pt`` has the best ``auc_exit4`` (the authors'
-   choice). Writes ``RUN/<modality>/multi_exit/{log.csv,last.pt,best.pt,val_metrics.csv}``.
+   val split (Eq. 1 loss, accuracy and ROC AUC per exit); ``best.pt`` is the epoch with the best
+   ``preset.multi_exit.select_by``: the highest ``auc_exit4`` (the authors' choice; ``paper``
+   preset) or the lowest ``val_loss`` (``demo`` and ``smoke``). :func:`best_multi_exit_choice`
+   says which, read from ``best.pt``. Writes
+   ``RUN/<modality>/multi_exit/{log.csv,last.pt,best.pt,val_metrics.csv}``.
 
 Both go through :func:`amecam_lib.training.fit`, so both resume, and both return at once when
 already finished. The backbone's ``arch`` and ``norm`` come from ``preset.multi_exit`` in both
@@ -48,6 +51,9 @@ def phase_dir(run_dir: str | Path, modality: str, phase: str) -> Path:
 
 SELECT_MODES = {f"auc_exit{N_EXITS}": "max", "val_loss": "min"}
 """Metrics that may pick the multi-exit ``best.pt`` (``MultiExitConfig.select_by``) and their direction."""
+SELECT_DESCRIPTIONS = {f"auc_exit{N_EXITS}": f"highest, ROC AUC of exit {N_EXITS} on the val split",
+                       "val_loss": "lowest, Eq. 1 on the val split"}
+"""What each :data:`SELECT_MODES` metric is, in words (for :func:`best_multi_exit_choice`)."""
 
 
 def checkpoint_data_config(run_dir: str | Path, preset: Preset) -> dict:
@@ -109,7 +115,9 @@ def pretrain_supcon(run_dir: str | Path, modality: str, preset: Preset, device: 
 
 def train_multi_exit(run_dir: str | Path, modality: str, preset: Preset, device: str | None = None,
                      progress: bool = True) -> History:
-    """Train the multi-exit ResNet with Eq. 1 and keep the checkpoint with the best last-exit AUC.
+    """Train the multi-exit ResNet with Eq. 1 and keep the epoch with the best validation metric
+    ``preset.multi_exit.select_by`` as ``best.pt`` (highest ``auc_exit4`` or lowest ``val_loss``;
+    a tie goes to the later epoch).
 
     Initialised from ``RUN/<modality>/pretrain/best.pt`` when ``preset.multi_exit.init_from_pretrain``
     is set and that file exists (a message says which start was used). Augmentation
@@ -123,7 +131,7 @@ def train_multi_exit(run_dir: str | Path, modality: str, preset: Preset, device:
     epoch's accuracy and AUC per exit.
 
     Args / Raises: as :func:`pretrain_supcon`; in addition ValueError when the val split has one
-    class only (ROC AUC undefined) or an unknown ``class_balance``.
+    class only (ROC AUC undefined), an unknown ``class_balance`` or ``select_by``.
     """
     settings = preset.multi_exit
     if settings.class_balance not in CLASS_BALANCES:
@@ -190,7 +198,8 @@ def load_multi_exit(run_dir: str | Path, modality: str, which: str = "best",
     """The trained multi-exit network of a run, in eval mode, built with the arch/norm it was trained with.
 
     Args:
-        which: ``"best"`` (best last-exit val AUC) or ``"last"``.
+        which: ``"best"`` (the epoch chosen by ``MultiExitConfig.select_by``, see
+            :func:`best_multi_exit_choice`) or ``"last"``.
 
     Raises:
         FileNotFoundError: no such checkpoint (run :func:`train_multi_exit` / notebook 03 first).
@@ -206,6 +215,27 @@ def load_multi_exit(run_dir: str | Path, modality: str, which: str = "best",
     model = MultiExitResNet(settings["arch"], settings["norm"])
     model.load_state_dict(checkpoint["model"])
     return model.to(pick_device(device)).eval()
+
+
+def best_multi_exit_choice(run_dir: str | Path, modality: str) -> str:
+    """How ``RUN/<modality>/multi_exit/best.pt`` was chosen, read from the checkpoint itself, e.g.
+    ``"best.pt = epoch 5 of 5, chosen by val_loss (lowest, Eq. 1 on the val split) = 0.4123"``.
+
+    The metric is the one the run was trained with (``MultiExitConfig.select_by``, stored in the
+    checkpoint), not today's preset.
+
+    Raises:
+        FileNotFoundError: no ``best.pt`` (train it first).
+    """
+    path = phase_dir(run_dir, modality, "multi_exit") / "best.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no multi-exit checkpoint at {path}; train it first (train_multi_exit, notebook 03)")
+    checkpoint = load_checkpoint(path)
+    metric = checkpoint.get("monitor") or checkpoint["config"]["multi_exit"].get("select_by", f"auc_exit{N_EXITS}")
+    described = SELECT_DESCRIPTIONS.get(metric, "")
+    value = checkpoint.get("best_value")
+    return (f"best.pt = epoch {checkpoint['epoch']} of {checkpoint['epochs']}, chosen by {metric}"
+            + (f" ({described})" if described else "") + ("" if value is None else f" = {value:.4f}"))
 
 
 @torch.no_grad()

@@ -11,9 +11,10 @@ import torch
 
 from amecam_lib.config import get_preset
 from amecam_lib.models.multi_exit import MultiExitResNet
-from amecam_lib.phases import (SELECT_MODES, embed, evaluate_exits, load_multi_exit, phase_dir, predict_exits,
-                               pretrain_supcon, train_multi_exit)
+from amecam_lib.phases import (SELECT_MODES, best_multi_exit_choice, embed, evaluate_exits, load_multi_exit,
+                               phase_dir, predict_exits, pretrain_supcon, train_multi_exit)
 from amecam_lib.slices import load_slices
+from amecam_lib.training import CHECKPOINT_FORMAT
 
 METRICS = [f"{kind}_exit{i}" for kind in ("acc", "auc") for i in range(1, 5)]
 
@@ -85,6 +86,27 @@ def test_embed_pretrained_and_untrained(trained_run):
     assert not np.allclose(pretrained, untrained)
     with pytest.raises(ValueError, match="which"):
         embed(trained_run.run_dir, "flair", images, which="imagenet")
+
+
+@pytest.mark.slow
+def test_best_multi_exit_choice_of_the_smoke_run(trained_run):
+    # the smoke preset selects by the validation loss, lowest wins
+    history = trained_run.multi_exit
+    assert best_multi_exit_choice(trained_run.run_dir, "flair") == (
+        f"best.pt = epoch {history.best_epoch} of 3, chosen by val_loss (lowest, Eq. 1 on the val split) "
+        f"= {history.best_value:.4f}")
+
+
+def test_best_multi_exit_choice_reads_the_checkpoint(tmp_path):
+    # a checkpoint chosen by the last exit's AUC says so, whatever today's preset
+    path = phase_dir(tmp_path, "flair", "multi_exit") / "best.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"format": CHECKPOINT_FORMAT, "model": {}, "epoch": 7, "epochs": 10, "best_value": 0.93126,
+                "monitor": "auc_exit4", "config": {"multi_exit": {"select_by": "auc_exit4"}}}, path)
+    assert best_multi_exit_choice(tmp_path, "flair") == (
+        "best.pt = epoch 7 of 10, chosen by auc_exit4 (highest, ROC AUC of exit 4 on the val split) = 0.9313")
+    with pytest.raises(FileNotFoundError, match="train it first"):
+        best_multi_exit_choice(tmp_path, "t1")
 
 
 def test_evaluate_exits_by_hand_and_single_class_error():
