@@ -145,8 +145,23 @@ def with_geometry(data: DataConfig, image_size: int | None = None,
 class PretrainConfig:
     """SupCon pretraining of the ResNet-18 encoder (paper Sec. 3.2; Khosla et al. 2020).
 
-    ``mode="supcon"`` uses the slice labels (the paper); ``mode="simclr"`` ignores them, which is
-    what the authors' code ran. Projections are L2-normalised in both modes.
+    ``mode`` (the loss is :func:`amecam_lib.losses.supcon.supcon_loss` in every mode):
+
+    ``"supcon"``
+        the paper: SupCon with the slice labels, projections L2-normalised.
+    ``"simclr"``
+        SimCLR as published (Chen et al. 2020): no labels (the positives of a view are the other
+        views of its slice), projections L2-normalised. Not what the authors' code ran.
+    ``"simclr_authors"``
+        what the authors' code ran: no labels, projections *not* L2-normalised (raw dot products
+        / ``temperature``), a projection head whose first linear layer has no bias, and plain SGD
+        (no momentum) when ``optimizer="sgd"``. The mode does not change the other fields; for the
+        rest of the authors' setting set ``optimizer="sgd"``, ``lr=1e-3``, ``min_lr=0``,
+        ``projection_dim=256`` (512 -> 512 -> ReLU -> 256), all in :data:`AUTHORS_PRETRAIN`:
+        ``preset.with_overrides(**AUTHORS_PRETRAIN)``. Their batch 512, 100 epochs, weight decay
+        1e-5 and tau 0.07 are this class's defaults; their InstanceNorm is
+        ``multi_exit.norm="instance"`` (shared with fine-tuning). Not reproduced: their cosine
+        schedule starts only after epoch 10.
     """
 
     mode: str = "supcon"
@@ -160,6 +175,18 @@ class PretrainConfig:
     projection_dim: int = 128
     # Area range of the random resized crop of each SupCon view (amecam_lib.augment.MRIAugment).
     crop_scale: tuple[float, float] = (0.6, 1.0)
+
+
+PRETRAIN_MODES: tuple[str, ...] = ("supcon", "simclr", "simclr_authors")
+"""The values of :attr:`PretrainConfig.mode`."""
+
+AUTHORS_PRETRAIN: dict[str, object] = {
+    "pretrain.mode": "simclr_authors", "pretrain.optimizer": "sgd", "pretrain.lr": 1e-3,
+    "pretrain.min_lr": 0.0, "pretrain.projection_dim": 256,
+}
+"""Overrides that make the pretraining the authors' code's (SimCLR without L2 normalisation, SGD lr
+1e-3 down to 0, a 256-d projection): ``get_preset("paper").with_overrides(**AUTHORS_PRETRAIN)``.
+Batch size and epochs stay the preset's (the ``paper`` preset's 512 and 100 are the authors')."""
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 (paper Sec. 2 and 3.2; notebooks 02 and 03).
 
 1. :func:`pretrain_supcon` -- SupCon (Khosla et al. 2020) on the train split: two augmented views
-   of every slice, labels as positives (``preset.pretrain.mode == "simclr"``: no labels, the
-   authors' code). Writes ``RUN/<modality>/pretrain/{log.csv,last.pt,best.pt}``.
+   of every slice, labels as positives (``preset.pretrain.mode``: ``"supcon"``, the paper;
+   ``"simclr"``, no labels; ``"simclr_authors"``, no labels and no L2 normalisation, the authors'
+   code, see :class:`~amecam_lib.config.PretrainConfig`). Writes
+   ``RUN/<modality>/pretrain/{log.csv,last.pt,best.pt}``.
 2. :func:`train_multi_exit` -- the multi-exit ResNet, backbone initialised from the pretrained one,
    trained with Eq. 1 (Adam, cosine schedule; ``preset.multi_exit``), validated every epoch on the
    val split (Eq. 1 loss, accuracy and ROC AUC per exit); ``best.pt`` is the epoch with the best
@@ -29,7 +31,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from amecam_lib.atomic import write_text
 from amecam_lib.augment import MRIAugment, TwoViews
-from amecam_lib.config import Preset
+from amecam_lib.config import PRETRAIN_MODES, Preset
 from amecam_lib.device import pick_device, seed_everything
 from amecam_lib.losses.exits import multi_exit_loss
 from amecam_lib.losses.supcon import supcon_loss
@@ -39,7 +41,6 @@ from amecam_lib.runs import check_modality
 from amecam_lib.slices import SliceDataset, load_slices, split_fingerprint
 from amecam_lib.training import History, fit, load_checkpoint
 
-PRETRAIN_MODES = ("supcon", "simclr")
 CLASS_BALANCES = ("none", "pos_weight", "sampler")
 EMBED_SOURCES = ("pretrain", "untrained", "multi_exit")
 
@@ -63,14 +64,25 @@ def checkpoint_data_config(run_dir: str | Path, preset: Preset) -> dict:
     return {**dataclasses.asdict(preset.data), "split_fingerprint": split_fingerprint(run_dir)}
 
 
+def pretrain_network(arch: str, norm: str, pretrain_settings: dict) -> SupConNet:
+    """The :class:`SupConNet` a pretraining with these settings trains (``dataclasses.asdict`` of a
+    :class:`~amecam_lib.config.PretrainConfig`, or a checkpoint's ``config["pretrain"]``): head of
+    ``projection_dim``, without the first layer's bias for ``mode="simclr_authors"``."""
+    return SupConNet(arch, norm, projection_dim=int(pretrain_settings["projection_dim"]),
+                     hidden_bias=pretrain_settings.get("mode") != "simclr_authors")
+
+
 def pretrain_supcon(run_dir: str | Path, modality: str, preset: Preset, device: str | None = None,
                     progress: bool = True) -> History:
     """SupCon (or SimCLR) pretraining of the ResNet encoder on the train split (paper Sec. 3.2).
 
     Every batch of slices gives two views (:class:`amecam_lib.augment.TwoViews`, applied to the
     batch on ``device``); the projections go to :func:`amecam_lib.losses.supcon.supcon_loss` with
-    the slice labels (``mode="supcon"``) or without (``mode="simclr"``). No validation metric:
-    ``best.pt`` is the last epoch.
+    the slice labels (``mode="supcon"``) or without (``"simclr"``, ``"simclr_authors"``), L2-normalised
+    except in ``"simclr_authors"``, which also drops the head's first bias and uses SGD without
+    momentum when ``optimizer="sgd"`` (other modes: momentum 0.9). The optimizer, learning rate and
+    projection size are ``preset.pretrain``'s in every mode (the authors' values:
+    :data:`amecam_lib.config.AUTHORS_PRETRAIN`). No validation metric: ``best.pt`` is the last epoch.
 
     Args:
         run_dir: a sliced run folder (``RUN/slices``, ``RUN/manifest.csv``).
@@ -93,24 +105,26 @@ def pretrain_supcon(run_dir: str | Path, modality: str, preset: Preset, device: 
     train_set = load_slices(run_dir, modality, "train", exclude_ambiguous=preset.data.exclude_ambiguous)
     loader = _loader(train_set, settings.batch_size, preset.num_workers, balance="none")
     seed_everything(preset.seed)                      # same initial weights for a given seed
-    model = SupConNet(preset.multi_exit.arch, preset.multi_exit.norm, projection_dim=settings.projection_dim)
+    model = pretrain_network(preset.multi_exit.arch, preset.multi_exit.norm, dataclasses.asdict(settings))
     two_views = TwoViews(MRIAugment(crop_scale=tuple(settings.crop_scale)))
     use_labels = settings.mode == "supcon"
+    authors = settings.mode == "simclr_authors"
 
     def train_step(net, batch, step_device):
         images, labels = (item.to(step_device, non_blocking=True) for item in batch)
-        views = two_views(images)                                   # (B, 2, 1, S, S)
+        views = two_views(images)                                   # (B, 2, 1, H, W)
         projections = net(views.flatten(0, 1)).view(images.shape[0], 2, -1)
         return supcon_loss(projections, labels=labels if use_labels else None,
-                           temperature=settings.temperature)
+                           temperature=settings.temperature, normalise=not authors)
 
     config = {"phase": "pretrain", "modality": modality, "data": checkpoint_data_config(run_dir, preset),
               "pretrain": dataclasses.asdict(settings), "arch": preset.multi_exit.arch,
               "norm": preset.multi_exit.norm, "seed": preset.seed}
     return fit(model, train_step=train_step, train_loader=loader, epochs=settings.epochs, lr=settings.lr,
                min_lr=settings.min_lr, weight_decay=settings.weight_decay, optimizer=settings.optimizer,
-               out_dir=phase_dir(run_dir, modality, "pretrain"), config=config,
-               device=device or "auto", seed=preset.seed, desc=f"SupCon {modality}", progress=progress)
+               momentum=0.0 if authors else 0.9, out_dir=phase_dir(run_dir, modality, "pretrain"),
+               config=config, device=device or "auto", seed=preset.seed, desc=f"{settings.mode} {modality}",
+               progress=progress)
 
 
 def train_multi_exit(run_dir: str | Path, modality: str, preset: Preset, device: str | None = None,
@@ -318,9 +332,9 @@ def embed(run_dir: str | Path, modality: str, images, which: str = "pretrain",
         path = phase_dir(run_dir, modality, "pretrain") / "best.pt"
         checkpoint = load_checkpoint(path) if (which == "pretrain" or path.is_file()) else None
         arch, norm = (checkpoint["config"]["arch"], checkpoint["config"]["norm"]) if checkpoint else ("resnet18", "batch")
-        projection_dim = checkpoint["config"]["pretrain"]["projection_dim"] if checkpoint else 128
+        settings = checkpoint["config"]["pretrain"] if checkpoint else {"mode": "supcon", "projection_dim": 128}
         seed_everything(seed)
-        encoder = SupConNet(arch, norm, projection_dim=projection_dim)
+        encoder = pretrain_network(arch, norm, settings)
         if which == "pretrain":
             encoder.load_state_dict(checkpoint["model"])
     encoder = encoder.to(pick_device(device)).eval()

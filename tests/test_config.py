@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from amecam_lib.config import DataConfig, get_preset, with_geometry, zoomed_size
+from amecam_lib.config import (AUTHORS_PRETRAIN, PRETRAIN_MODES, DataConfig, PretrainConfig, get_preset,
+                               with_geometry, zoomed_size)
 
 
 def test_zoomed_size_rounds_halves_up():
@@ -52,3 +53,12 @@ def test_overrides_switch_geometry():
     assert demo.with_overrides(crop_zoom=0.5).data.image_shape == (80, 96)
     with pytest.raises(ValueError, match="crop_zoom=0.5 applies only with crop_size, not with image_size=96"):
         with_geometry(smoke.data, image_size=96, crop_zoom=0.5)
+
+
+def test_authors_pretraining_overrides():
+    assert PretrainConfig().mode == "supcon" and "simclr_authors" in PRETRAIN_MODES
+    authors = get_preset("paper").with_overrides(**AUTHORS_PRETRAIN).pretrain
+    assert (authors.mode, authors.optimizer, authors.lr, authors.min_lr, authors.projection_dim) == \
+        ("simclr_authors", "sgd", 1e-3, 0.0, 256)
+    assert (authors.batch_size, authors.epochs, authors.weight_decay, authors.temperature) == (512, 100, 1e-5, 0.07)
+    assert get_preset("demo").with_overrides(**AUTHORS_PRETRAIN).pretrain.batch_size == 64   # the preset's

@@ -160,6 +160,20 @@ def test_pretrained_backbone_loads_into_multi_exit_net():
         load_pretrained_backbone(net, {"head.layers.0.weight": torch.zeros(1)})
 
 
+def test_authors_head_without_hidden_bias_of_any_size_loads_into_multi_exit_net():
+    head = ProjectionHead(512, 256, hidden_bias=False)
+    assert head.layers[0].bias is None and head.layers[2].bias is not None
+    assert head(torch.rand(3, 512)).shape == (3, 256)
+    pretrained = SupConNet(projection_dim=256, hidden_bias=False)
+    assert pretrained(torch.rand(2, 1, 48, 40)).shape == (2, 256)
+    assert "head.layers.0.bias" not in pretrained.state_dict()
+    for state in (pretrained.state_dict(), SupConNet(projection_dim=7).state_dict()):
+        net = MultiExitResNet()
+        assert load_pretrained_backbone(net, state) == len(net.backbone.state_dict())
+        for name, tensor in net.backbone.state_dict().items():
+            torch.testing.assert_close(tensor, state[f"backbone.{name}"])
+
+
 def test_exit_logits_have_grad_to_backbone():
     net = MultiExitResNet()
     net(torch.rand(2, 1, 64, 64)).logits.sum().backward()

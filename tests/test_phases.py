@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from amecam_lib.config import get_preset
+from _tiny_run import one_thread  # noqa: F401  (fixture)
+from amecam_lib.config import AUTHORS_PRETRAIN, get_preset
 from amecam_lib.models.multi_exit import MultiExitResNet
+from amecam_lib.models.projection import load_pretrained_backbone
 from amecam_lib.phases import (SELECT_MODES, best_multi_exit_choice, embed, evaluate_exits, load_multi_exit,
                                phase_dir, predict_exits, pretrain_supcon, train_multi_exit)
 from amecam_lib.slices import load_slices
-from amecam_lib.training import CHECKPOINT_FORMAT
+from amecam_lib.training import CHECKPOINT_FORMAT, load_checkpoint
 
 METRICS = [f"{kind}_exit{i}" for kind in ("acc", "auc") for i in range(1, 5)]
 
@@ -143,3 +145,26 @@ def test_checkpoint_config_carries_the_split_fingerprint(tmp_path):
     after = checkpoint_data_config(tmp_path, get_preset("smoke"))
     assert before["crop_size"] == (160, 192) and before["crop_zoom"] == 0.4
     assert before["split_fingerprint"] != after["split_fingerprint"]
+
+
+def test_pretrain_simclr_authors_on_a_tiny_run(tmp_path, one_thread):
+    """The authors' pretraining (AUTHORS_PRETRAIN): no labels, no L2 normalisation, a 256-d head
+    without the first bias, plain SGD lr 1e-3; its backbone initialises the multi-exit network and
+    ``embed`` rebuilds the network from the checkpoint."""
+    from _tiny_run import tiny_preset, tiny_run
+
+    run = tiny_run(tmp_path)
+    preset = tiny_preset(**AUTHORS_PRETRAIN, **{"pretrain.epochs": 1, "pretrain.batch_size": 8})
+    history = pretrain_supcon(run, "flair", preset, device="cpu", progress=False)
+    assert len(history) == 1 and np.isfinite(history.last["train_loss"])
+    last = load_checkpoint(phase_dir(run, "flair", "pretrain") / "last.pt")
+    assert last["config"]["pretrain"]["mode"] == "simclr_authors"
+    sgd = last["optimizer"]["param_groups"]
+    assert len(sgd) == 1 and sgd[0]["momentum"] == 0.0 and sgd[0]["initial_lr"] == 1e-3
+    assert sgd[0]["weight_decay"] == 1e-5
+    state = last["model"]
+    assert tuple(state["head.layers.2.weight"].shape) == (256, 512) and "head.layers.0.bias" not in state
+    net = MultiExitResNet()
+    assert load_pretrained_backbone(net, state) == len(net.backbone.state_dict())
+    images = load_slices(run, "flair", "val").images[:3]
+    assert embed(run, "flair", images, which="pretrain").shape == (3, 512)

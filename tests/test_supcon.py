@@ -1,4 +1,5 @@
-"""SupCon / SimCLR loss (amecam_lib.losses.supcon) against hand values and pytorch-metric-learning."""
+"""SupCon / SimCLR loss (amecam_lib.losses.supcon) against hand values and pytorch-metric-learning,
+with L2-normalised projections (the default) and without (``normalise=False``, the authors' code)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,22 @@ import math
 
 import pytest
 import torch
+from pytorch_metric_learning.distances import DotProductSimilarity
 from pytorch_metric_learning.losses import SupConLoss
+from pytorch_metric_learning.reducers import MeanReducer
 
 from amecam_lib.losses.supcon import supcon_loss
 
 
-def _reference(view_features, labels, temperature):
-    """pytorch-metric-learning's SupConLoss on the B*V projections (views concatenated)."""
+def _reference(view_features, labels, temperature, normalise=True):
+    """pytorch-metric-learning's SupConLoss on the B*V projections (views concatenated); cosine
+    similarity (its default) or, for ``normalise=False``, the plain dot product. Its default reducer
+    averages the non-zero anchor losses only; raw dot products can make an anchor's loss exactly 0 in
+    float32, so the dot-product variant averages over every anchor (all have a positive here), as ours."""
     batch, n_views, dim = view_features.shape
     flat = view_features.transpose(0, 1).reshape(batch * n_views, dim)
-    return SupConLoss(temperature=temperature)(flat, labels.repeat(n_views))
+    unnormalised = {"distance": DotProductSimilarity(normalize_embeddings=False), "reducer": MeanReducer()}
+    return SupConLoss(temperature=temperature, **({} if normalise else unnormalised))(flat, labels.repeat(n_views))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -49,6 +56,48 @@ def test_simclr_by_hand():
     features = torch.stack([torch.stack([unit_x, unit_x]), torch.stack([unit_y, unit_y])])
     loss = supcon_loss(features, labels=None, temperature=1.0)
     assert loss.item() == pytest.approx(math.log(1 + 2 * math.exp(-1.0)), rel=1e-6)
+
+
+@pytest.mark.parametrize("labels", [None, torch.tensor([0, 1, 0, 1, 1, 0, 0, 1])], ids=["simclr", "supcon"])
+def test_unnormalised_matches_pytorch_metric_learning_dot_product(labels):
+    features = 0.5 * torch.randn(8, 2, 16, generator=torch.Generator().manual_seed(5))
+    ours = supcon_loss(features, labels=labels, temperature=0.07, normalise=False)
+    reference_labels = torch.arange(8) if labels is None else labels
+    torch.testing.assert_close(ours, _reference(features, reference_labels, 0.07, normalise=False),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_unnormalised_simclr_by_hand():
+    # Slice a: views (1, 0) and (2, 0); slice b: views (0, 1) twice; tau = 1. Raw dot products:
+    # anchor a1 = (1, 0): 2 with its partner a2, 0 with b1 and b2 -> -log(e^2 / (e^2 + 2)) = log(1 + 2 e^-2);
+    # anchor a2 = (2, 0): 2 with a1, 0 with the others -> the same; anchors b1, b2: 1 with each other,
+    # 0 with a1 and a2 -> log(1 + 2 e^-1). Mean of the four anchors:
+    features = torch.tensor([[[1.0, 0.0], [2.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
+    expected = (math.log(1 + 2 * math.exp(-2.0)) + math.log(1 + 2 * math.exp(-1.0))) / 2
+    loss = supcon_loss(features, labels=None, temperature=1.0, normalise=False)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    # L2-normalised, (2, 0) becomes (1, 0): every anchor gives log(1 + 2 e^-1)
+    assert supcon_loss(features, temperature=1.0).item() == pytest.approx(math.log(1 + 2 * math.exp(-1.0)), rel=1e-6)
+    # at tau = 0.5 the raw dot products are divided by 0.5: log(1 + 2 e^-4) and log(1 + 2 e^-2)
+    at_half = (math.log(1 + 2 * math.exp(-4.0)) + math.log(1 + 2 * math.exp(-2.0))) / 2
+    assert supcon_loss(features, temperature=0.5, normalise=False).item() == pytest.approx(at_half, rel=1e-5)
+
+
+def test_unnormalised_loss_depends_on_the_length_of_the_projections():
+    first, second = torch.randn(6, 8), torch.randn(6, 8)
+    plain = supcon_loss(first, second, normalise=False)
+    assert not torch.isclose(supcon_loss(3 * first, 3 * second, normalise=False), plain)
+    torch.testing.assert_close(supcon_loss(3 * first, 3 * second), supcon_loss(first, second))
+
+
+def test_loss_is_float32_under_autocast():
+    # large raw dot products (|z| about 20, / 0.07) would lose their low bits in bfloat16
+    features = 5 * torch.randn(8, 2, 16, generator=torch.Generator().manual_seed(6))
+    reference = supcon_loss(features, normalise=False)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        under_autocast = supcon_loss(features, normalise=False)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, reference)
 
 
 def test_lonely_anchor_is_masked_out():

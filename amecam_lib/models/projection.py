@@ -2,8 +2,12 @@
 (paper Sec. 3.2, "we pretrain the classifier using SupCon"; Khosla et al., NeurIPS 2020).
 
 The projection head is the authors' ``C4 -> C4 -> ReLU -> projection_dim`` MLP (C4 = 512 for
-ResNet-18; their code projects to 256, this project's default ``PretrainConfig.projection_dim`` is
-SupCon's 128). It is used only during pretraining and thrown away afterwards.
+ResNet-18). Their code projects to 256 and its first linear layer has no bias; this project's
+default (``PretrainConfig.projection_dim``) is SupCon's 128, with a bias. ``PretrainConfig.mode=
+"simclr_authors"`` builds the head without that bias (``hidden_bias=False``); its size is
+``projection_dim`` in every mode (256 for the authors', see ``config.AUTHORS_PRETRAIN``). The head
+is used only during pretraining and thrown away afterwards, so its size and bias never reach the
+multi-exit network.
 
 Weight sharing by state-dict prefix: :class:`SupConNet` keeps its encoder under ``backbone.`` --
 the very same :class:`~amecam_lib.models.multi_exit.ResNetBackbone` class and prefix that
@@ -29,14 +33,15 @@ class ProjectionHead(nn.Module):
     """MLP ``in_dim -> in_dim -> ReLU -> projection_dim`` (out-of-place ReLU).
 
     Input ``(B, in_dim)`` pooled features; output ``(B, projection_dim)``, *not* normalised (the
-    SupCon loss L2-normalises).
+    loss L2-normalises them, or not: ``supcon_loss(..., normalise=...)``).
+    ``hidden_bias=False``: the first linear layer has no bias, as in the authors' code.
     """
 
-    def __init__(self, in_dim: int = 512, projection_dim: int = 128):
+    def __init__(self, in_dim: int = 512, projection_dim: int = 128, hidden_bias: bool = True):
         super().__init__()
         if in_dim < 1 or projection_dim < 1:
             raise ValueError(f"in_dim and projection_dim must be >= 1, got {in_dim}, {projection_dim}")
-        self.layers = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=False),
+        self.layers = nn.Sequential(nn.Linear(in_dim, in_dim, bias=hidden_bias), nn.ReLU(inplace=False),
                                     nn.Linear(in_dim, projection_dim))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -50,15 +55,16 @@ class SupConNet(nn.Module):
         arch, norm, in_channels: as :class:`~amecam_lib.models.multi_exit.MultiExitResNet` (they
             must match the network that will be fine-tuned).
         projection_dim: output size of the projection head.
+        hidden_bias: bias in the head's first linear layer (False: the authors' head).
 
-    ``net(images (B, 1, S, S) float32 in [0, 1])`` -> projections ``(B, projection_dim) float32``.
+    ``net(images (B, 1, H, W) float32 in [0, 1])`` -> projections ``(B, projection_dim) float32``.
     """
 
     def __init__(self, arch: str = "resnet18", norm: str = "batch", in_channels: int = 1,
-                 projection_dim: int = 128):
+                 projection_dim: int = 128, hidden_bias: bool = True):
         super().__init__()
         self.backbone = ResNetBackbone(arch, norm, in_channels)
-        self.head = ProjectionHead(self.backbone.channels[-1], projection_dim)
+        self.head = ProjectionHead(self.backbone.channels[-1], projection_dim, hidden_bias=hidden_bias)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled last-stage features ``(B, C_4) float32`` (the representation kept after pretraining)."""
@@ -70,6 +76,8 @@ class SupConNet(nn.Module):
 
 def load_pretrained_backbone(net: MultiExitResNet, pretrain_state: Mapping[str, torch.Tensor]) -> int:
     """Copy the ``backbone.*`` weights of a :class:`SupConNet` state dict into ``net``'s backbone.
+
+    The ``head.*`` tensors are ignored, so a head of any size (``projection_dim``) or bias loads.
 
     Args:
         net: the multi-exit network to initialise (modified in place; exits untouched).
