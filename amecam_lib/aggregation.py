@@ -3,7 +3,8 @@
 
 For a slice I and its exit maps M_1..M_n (upsampled to the slice size)::
 
-    n(M_i)  per-image min-max normalisation to [0, 1]             (equations.normalise_maps)
+    n(M_i)  per-image min-max normalisation to [0, 1]             (equations.normalise_maps;
+            over the brain pixels only, 0 outside, with restrict_to_brain, see below)
     S       = A([I * n(M_i)]_i)   softmax over i at every pixel      (Eq. 2, equations.fuse)
     M_f     = sum_i S_i * n(M_i)  in [0, 1]                           (equations.fuse)
     v^f, v^b = features of I * M_f and of I * (1 - M_f)               (:func:`c2am_features`)
@@ -17,13 +18,18 @@ more than A itself.
 Two choices of C2AM features (``AggregationConfig.features``):
 
 ``"pixels"``
-    the masked slices themselves, flattened (``(B, S*S)``): the authors' code.
+    the masked slices themselves, flattened (``(B, H*W)``): the authors' code; the dataclass
+    default, used by the ``paper`` and ``smoke`` presets.
 ``"encoder"``
     the frozen classifier's stage features of the slice, averaged under M_f (foreground) and under
     1 - M_f (background) at each stage's resolution, L2-normalised per stage and concatenated
-    (``(B, 64 + 128 + 256 + 512)`` for ResNet-18): C2AM's choice of backbone features. With
-    ``AggregationConfig.pool_region="brain"`` both are pooled over brain pixels only (see
-    :func:`c2am_features`).
+    (``(B, 64 + 128 + 256 + 512)`` for ResNet-18): C2AM's choice of backbone features; the ``demo``
+    preset's. Where they are pooled (``AggregationConfig.pool_region``): ``"slice"`` (default)
+    weighs every pixel by M_f and by 1 - M_f, so the air around the head is background;
+    ``"brain"`` (the ``demo`` preset) weighs by ``M_f * brain`` and ``(1 - M_f) * brain``, so both
+    sides are brain tissue and "foreground = brain, background = air" cannot satisfy Eq. 3 (see
+    :func:`c2am_features`). ``pool_region`` does nothing for ``"pixels"``: the air is 0 in both
+    masked slices already.
 
 n(.) (``EvaluationConfig.restrict_to_brain``): A is trained on the maps it will be used with. With
 ``restrict_to_brain`` the exit maps are normalised over the brain only (0 outside) here as in the
@@ -139,7 +145,7 @@ def native_exit_maps(model: MultiExitResNet, images, exits: Sequence[int] = ALL_
 
     Args:
         model: trained multi-exit network (put in eval mode here).
-        images: ``(N, 1, S, S) float32`` in [0, 1] (NumPy or torch).
+        images: ``(N, 1, H, W) float32`` in [0, 1] (NumPy or torch).
         exits: which exits (1-based).
         device: where to run the network (default: the model's device).
 
@@ -218,13 +224,13 @@ def aggregation_step(wrapper_model: torch.nn.Module, images: torch.Tensor,
     Args:
         wrapper_model: holds ``.attention`` (A) and ``.classifier`` (frozen; for ``"encoder"``
             features it needs ``feature_maps(images)``, see ``MultiExitResNet``).
-        images: ``(B, 1, S, S)`` on the model's device.
+        images: ``(B, 1, H, W)`` on the model's device.
         native_maps: n tensors ``(B, 1, h_i, w_i)`` on the same device.
         settings: an ``AggregationConfig`` (``features``, ``pool_region``, ``rank_decay``, ``sim_clamp``).
         restrict_to_brain: n(M_i) over the brain only, 0 outside (``EvaluationConfig.restrict_to_brain``).
 
     Returns:
-        ``(loss, weights (B, n, S, S), fused_map (B, 1, S, S))``.
+        ``(loss, weights (B, n, H, W), fused_map (B, 1, H, W))``.
     """
     brain = brain_region(images)
     exit_maps_norm = normalised_exit_maps(native_maps, images.shape[-2:], brain if restrict_to_brain else None)
@@ -245,7 +251,8 @@ def train_attention(run_dir: str | Path, modality: str, preset: Preset, exits: S
 
     Reads ``RUN/<modality>/multi_exit/best.pt``; trains on the train split (slices labelled tumour,
     or all, see ``preset.aggregation.train_slices``) with :func:`amecam_lib.training.fit`
-    (optimizer ``preset.aggregation.optimizer``: SGD with momentum in the paper; cosine schedule);
+    (optimizer ``preset.aggregation.optimizer``: SGD in the paper, here with
+    ``preset.aggregation.momentum``; cosine schedule);
     validates every epoch on the val split's tumour-labelled slices with label-free diagnostics:
 
     - ``val_loss``: Eq. 3 on the val slices (monitor, lower is better);

@@ -7,8 +7,8 @@ comments on each field). A :class:`Preset` bundles one of each; three presets ex
 ``paper``
     240 px slices, SupCon 100 epochs at batch 512, fine-tuning 10 epochs at batch 256: for a GPU.
 ``demo``
-    the default: 128 px, a few epochs, sized so the whole notebook series runs on a 2-core CPU in
-    minutes.
+    the default: a 160 x 192 px window of the native 1 mm grid around the brain (no resampling), a
+    few epochs, sized so the whole notebook series runs on a 2-core CPU in minutes.
 ``smoke``
     a 160 x 192 px window around the brain at 0.4 zoom (64 x 77 px), one or two epochs: for CI,
     seconds per notebook. Its numbers mean nothing.
@@ -20,11 +20,11 @@ square, ``crop_size`` (with ``crop_zoom``) cuts a window of the native grid arou
 Example::
 
     >>> preset = get_preset("demo")
-    >>> preset.data.image_size
-    128
-    >>> preset.with_overrides(image_size=96).data.image_size
-    96
-    >>> preset.with_overrides(crop_size=(160, 192), crop_zoom=0.4).data.image_shape
+    >>> preset.data.crop_size, preset.data.image_shape
+    ((160, 192), (160, 192))
+    >>> preset.with_overrides(image_size=96).data.image_shape
+    (96, 96)
+    >>> preset.with_overrides(crop_zoom=0.4).data.image_shape
     (64, 77)
 """
 
@@ -223,9 +223,10 @@ class MultiExitConfig:
 class AggregationConfig:
     """Attention-network training with the C2AM loss, paper Eq. 2-3 (SGD in the paper).
 
-    ``features="pixels"`` compares the masked images themselves (the authors' code);
+    ``features="pixels"`` (default) compares the masked images themselves (the authors' code);
     ``features="encoder"`` compares frozen-encoder features pooled under M_f and 1 - M_f (C2AM's
-    choice). ``rank_decay`` and ``sim_clamp`` are C2AM's SimMax weighting and clamp.
+    choice; where: ``pool_region``). ``rank_decay`` and ``sim_clamp`` are C2AM's SimMax weighting
+    and clamp.
     """
 
     epochs: int = 10
@@ -260,8 +261,10 @@ class EvaluationConfig:
 
     CRF defaults are the authors' code: Gaussian sxy=3, compat=3; bilateral sxy=10, srgb=13,
     compat=10; 10 mean-field iterations. The authors' sxy are pixels of the 1 mm grid, so they are
-    given here in mm (``*_sxy_mm``) and converted to pixels with each slice's spacing. ``hd95_empty`` (pixels) is the HD95 given when exactly one
-    of prediction and ground truth is empty (BraTS convention used by the authors).
+    given here in mm (``*_sxy_mm``) and converted to pixels with each slice's spacing (the ``demo``
+    preset: bilateral 20 mm, srgb 25). ``hd95_empty`` is the HD95, in mm, given when exactly one of
+    prediction and ground truth is empty (the BraTS convention the authors used: 373.12866, their
+    pixels of the 1 mm grid); it is never rescaled.
     """
 
     threshold: float = 0.5

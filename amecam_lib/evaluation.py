@@ -5,7 +5,10 @@ Protocol (REFERENCE_NOTES "Inference and evaluation"):
 
 - maps from :class:`amecam_lib.cams.CamMethods`, all on the same trained network;
 - mask = ``map >= EvaluationConfig.threshold`` (0.5, fixed, label-free); ``ame_cam_crf`` is the
-  ``ame_cam`` map refined by DenseCRF (:mod:`amecam_lib.crf`) instead;
+  ``ame_cam`` map refined by DenseCRF (:mod:`amecam_lib.crf`) instead, its kernel widths given in
+  mm (``EvaluationConfig.crf_gaussian_sxy_mm``, ``crf_bilateral_sxy_mm``; the authors' 3 and 10,
+  the ``demo`` preset's bilateral 20) and converted to pixels per slice with the case's pixel
+  spacing per axis (:func:`crf_masks`), so a kernel covers the same anatomy in every geometry;
 - Dice / IoU / HD95 per slice (:mod:`amecam_lib.metrics`, empty-mask convention, HD95 in mm: each
   case's stored pixel spacing per axis, :attr:`amecam_lib.slices.CaseInfo.pixel_spacing_mm`, from
   its affine and slicing geometry: 240 / S mm for BraTS resampled to S px, 1 mm / zoom for a crop)

@@ -20,9 +20,11 @@ HD95 (medpy's definition): the border of each mask is the mask minus its erosion
 to the nearest border pixel of the other, in both directions; HD95 is the 95th percentile (numpy's
 linear interpolation) of the two sets of distances pooled together.
 
-Units: the paper reports HD95 on the 1 mm, 240 x 240 BraTS grid, so a pixel there is 1 mm. When
-the slices were resampled to S px, pass ``voxelspacing = 240 / S`` (mm per stored pixel) so the
-number stays comparable. ``hd95_empty`` is a fixed penalty and is *not* rescaled.
+Units: the paper reports HD95 on the 1 mm, 240 x 240 BraTS grid, so a pixel there is 1 mm. Pass
+the mm per stored pixel as ``voxelspacing`` so the number stays comparable: ``240 / S`` for slices
+resampled to S px, ``1 / zoom`` (about) for a crop; the evaluation passes each case's
+:attr:`amecam_lib.slices.CaseInfo.pixel_spacing_mm`. ``hd95_empty`` is a fixed penalty in mm and
+is *not* rescaled.
 
 No torch here (ARCHITECTURE: metrics never imports torch).
 """

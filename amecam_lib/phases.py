@@ -259,7 +259,7 @@ def exit_logits(model: MultiExitResNet, images, device: str | torch.device | Non
 
     Args:
         model: a multi-exit network (put in eval mode here).
-        images: ``(N, 1, S, S) float32`` in [0, 1] (NumPy or torch).
+        images: ``(N, 1, H, W) float32`` in [0, 1] (NumPy or torch).
         device: where to compute (default: the model's device).
 
     Returns:
@@ -313,7 +313,7 @@ def embed(run_dir: str | Path, modality: str, images, which: str = "pretrain",
     """Pooled encoder features of slices, for the PCA figure of notebook 02.
 
     Args:
-        images: ``(N, 1, S, S) float32`` in [0, 1].
+        images: ``(N, 1, H, W) float32`` in [0, 1].
         which: ``"pretrain"`` (SupCon encoder, ``pretrain/best.pt``), ``"untrained"`` (the same
             architecture at random initialisation from ``seed``: the baseline) or
             ``"multi_exit"`` (the fine-tuned backbone, ``multi_exit/best.pt``).

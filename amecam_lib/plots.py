@@ -5,8 +5,8 @@ Every function takes plain arrays (or a CSV path / pandas table), draws on a new
 notebook shows a figure exactly once (as the value of its last line) and no figure stays open in
 a long run. :func:`save_figure` writes one atomically into ``RUN/figures/``.
 
-Conventions: images are grey ``(S, S)`` or ``(1, S, S)`` float in [0, 1]; maps (CAMs, exit maps
-M_i, attention weights S_i) are ``(S, S)`` float in [0, 1], high on tumour; masks are ``(S, S)``
+Conventions: images are grey ``(H, W)`` or ``(1, H, W)`` float in [0, 1]; maps (CAMs, exit maps
+M_i, attention weights S_i) are ``(H, W)`` float in [0, 1], high on tumour; masks are ``(H, W)``
 bool. The whole-tumour (WT) ground truth is drawn as a contour, never filled, so the image under
 it stays visible.
 
@@ -54,22 +54,22 @@ def save_figure(fig: Figure, run_dir: str | os.PathLike, name: str, *, dpi: int 
 
 
 def _as_image(image: np.ndarray, what: str = "image") -> np.ndarray:
-    """``(S, S)`` or ``(1, S, S)`` -> ``(S, S)`` float array; anything else raises ValueError."""
+    """``(H, W)`` or ``(1, H, W)`` -> ``(H, W)`` float array; anything else raises ValueError."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[0] == 1:
         image = image[0]
     if image.ndim != 2:
-        raise ValueError(f"{what} must be (S, S) or (1, S, S), got shape {image.shape}")
+        raise ValueError(f"{what} must be (H, W) or (1, H, W), got shape {image.shape}")
     return image.astype(np.float32, copy=False)
 
 
 def _as_stack(images: np.ndarray, what: str = "images") -> np.ndarray:
-    """``(N, S, S)`` or ``(N, 1, S, S)`` -> ``(N, S, S)``; anything else raises ValueError."""
+    """``(N, H, W)`` or ``(N, 1, H, W)`` -> ``(N, H, W)``; anything else raises ValueError."""
     images = np.asarray(images)
     if images.ndim == 4 and images.shape[1] == 1:
         images = images[:, 0]
     if images.ndim != 3:
-        raise ValueError(f"{what} must be (N, S, S) or (N, 1, S, S), got shape {images.shape}")
+        raise ValueError(f"{what} must be (N, H, W) or (N, 1, H, W), got shape {images.shape}")
     return images
 
 
@@ -86,7 +86,7 @@ def display_view(array: np.ndarray) -> np.ndarray:
 
 
 def draw_contour(ax, mask: np.ndarray | None, colour: str = GT_COLOUR) -> None:
-    """Draw the outline of a boolean ``(S, S)`` mask on ``ax`` (nothing for None or empty)."""
+    """Draw the outline of a boolean ``(H, W)`` mask on ``ax`` (nothing for None or empty)."""
     if mask is None:
         return
     mask = np.asarray(mask, dtype=bool)
@@ -108,7 +108,7 @@ def draw_window(ax, crop_box: Sequence[int] | None, colour: str = "#ffd600") -> 
 
 def show_mask(ax, mask: np.ndarray, *, contour: np.ndarray | None = None,
               title: str | None = None) -> None:
-    """Draw a boolean ``(S, S)`` mask (white = tumour) on ``ax``, optionally with a GT contour."""
+    """Draw a boolean ``(H, W)`` mask (white = tumour) on ``ax``, optionally with a GT contour."""
     ax.imshow(display_view(np.asarray(mask, dtype=bool)), cmap="gray", vmin=0, vmax=1,
               interpolation="nearest")
     draw_contour(ax, contour)
@@ -123,9 +123,9 @@ def show_slice(ax, image: np.ndarray, *, mask: np.ndarray | None = None,
     """Draw one grey slice on ``ax``, optionally a heat map over it and a mask contour.
 
     Args:
-        image: ``(S, S)`` or ``(1, S, S)`` float in [0, 1]; drawn with ``vmin=0, vmax=1``.
-        mask: ``(S, S)`` bool drawn as a green contour (the WT ground truth), or None.
-        heat_map: ``(S, S)`` float drawn with ``cmap`` in ``[vmin, vmax]`` and ``alpha``, or None.
+        image: ``(H, W)`` or ``(1, H, W)`` float in [0, 1]; drawn with ``vmin=0, vmax=1``.
+        mask: ``(H, W)`` bool drawn as a green contour (the WT ground truth), or None.
+        heat_map: ``(H, W)`` float drawn with ``cmap`` in ``[vmin, vmax]`` and ``alpha``, or None.
     """
     ax.imshow(display_view(_as_image(image)), cmap="gray", vmin=0.0, vmax=1.0,
               interpolation="nearest")
@@ -242,7 +242,7 @@ def plot_views(images: np.ndarray, first_view: np.ndarray, second_view: np.ndarr
     """Slices and their two augmented views (the positive pair of contrastive learning).
 
     Args:
-        images, first_view, second_view: ``(N, 1, S, S)`` or ``(N, S, S)`` float, same N.
+        images, first_view, second_view: ``(N, 1, H, W)`` or ``(N, H, W)`` float, same N.
             Views may leave [0, 1] after intensity augmentation; each is clipped for display.
         labels: ``(N,)`` slice labels for the column titles, or None.
     """
@@ -433,9 +433,9 @@ def plot_map_grid(images: np.ndarray, maps: Mapping[str, np.ndarray],
     Fig. 2-style comparison of every method (paper Fig. 2).
 
     Args:
-        images: ``(N, 1, S, S)`` or ``(N, S, S)`` float in [0, 1].
-        maps: column title -> ``(N, S, S)`` float map (or bool mask) of the same N slices.
-        masks: ``(N, S, S)`` bool WT ground truth, drawn as a contour on every panel; or None.
+        images: ``(N, 1, H, W)`` or ``(N, H, W)`` float in [0, 1].
+        maps: column title -> ``(N, H, W)`` float map (or bool mask) of the same N slices.
+        masks: ``(N, H, W)`` bool WT ground truth, drawn as a contour on every panel; or None.
         row_titles: ``N`` labels (e.g. ``"case z=70"``) written left of each row.
         show_gt: add a column with the ground-truth mask itself (Fig. 2 (b)).
         overlay: draw maps over the grey image (True) or alone (False).
@@ -446,7 +446,7 @@ def plot_map_grid(images: np.ndarray, maps: Mapping[str, np.ndarray],
     n_slices = images.shape[0]
     for name, stack in maps.items():
         if np.shape(stack)[0] != n_slices or np.ndim(stack) != 3:
-            raise ValueError(f"map {name!r} must be (N, S, S) with N = {n_slices}, "
+            raise ValueError(f"map {name!r} must be (N, H, W) with N = {n_slices}, "
                              f"got {np.shape(stack)}")
     if masks is not None:
         masks = np.asarray(masks, dtype=bool)
@@ -523,11 +523,11 @@ def plot_crf_steps(image: np.ndarray, cam: np.ndarray, threshold: float, thresho
     """CAM -> threshold -> DenseCRF, step by step on one slice.
 
     Args:
-        image: ``(S, S)`` or ``(1, S, S)`` float in [0, 1].
-        cam: ``(S, S)`` float in [0, 1], the final CAM.
+        image: ``(H, W)`` or ``(1, H, W)`` float in [0, 1].
+        cam: ``(H, W)`` float in [0, 1], the final CAM.
         threshold: the threshold that made ``threshold_mask`` (``cam >= threshold`` or similar).
-        threshold_mask, crf_mask: ``(S, S)`` bool masks before and after the CRF.
-        tumour_mask: ``(S, S)`` bool WT ground truth, or None.
+        threshold_mask, crf_mask: ``(H, W)`` bool masks before and after the CRF.
+        tumour_mask: ``(H, W)`` bool WT ground truth, or None.
         scores: optional ``{"threshold": dice, "CRF": dice}`` written in the panel titles.
     """
     scores = dict(scores or {})

@@ -3,9 +3,10 @@
 A *run folder* holds everything one run of the series writes (slices, checkpoints, maps, tables,
 figures; see ARCHITECTURE.md). Its default place is ``<repository root>/runs/<preset>_<modality>``
 (``runs/`` is git-ignored). The notebooks' ``parameters`` cell leaves ``data_dir``, ``run_dir``,
-the geometry (``image_size``, ``crop_size``, ``crop_zoom``) and the epoch counts at ``None``; the helpers here turn those ``None`` into the
-project defaults, so that a notebook opened by hand and a notebook run by papermill
-(``data_scripts/run_pipeline.py``) resolve the same settings the same way.
+the geometry (``image_size``, ``crop_size``, ``crop_zoom``) and the epoch counts at ``None``; the
+helpers here turn those ``None`` into the project defaults (the preset's geometry: a 160 x 192
+crop for ``demo``, see :mod:`amecam_lib.config`), so that a notebook opened by hand and a notebook
+run by papermill (``data_scripts/run_pipeline.py``) resolve the same settings the same way.
 
 Example::
 
@@ -147,7 +148,7 @@ def tumour_examples(masks, case_ids, n: int = 4) -> np.ndarray:
     case's largest-tumour slice first (cases by decreasing tumour), then the next largest overall.
 
     Args:
-        masks: ``(N, S, S)`` bool whole-tumour masks.
+        masks: ``(N, H, W)`` bool whole-tumour masks.
         case_ids: ``(N,)`` case of each slice.
         n: how many slices.
 
@@ -176,7 +177,7 @@ def hard_examples(labels, masks, ambiguous) -> np.ndarray:
 
     Args:
         labels: ``(N,)`` slice labels in {0, 1}.
-        masks: ``(N, S, S)`` bool whole-tumour masks.
+        masks: ``(N, H, W)`` bool whole-tumour masks.
         ambiguous: ``(N,)`` bool ambiguous flags.
 
     Returns:
@@ -197,12 +198,12 @@ def select_maps(maps: dict, indices: dict, wanted) -> dict:
     """Maps of chosen slices from per-method results that may cover different slices.
 
     Args:
-        maps: ``{method: (n_m, S, S)}`` maps (e.g. ``EvaluationResult.maps``).
+        maps: ``{method: (n_m, H, W)}`` maps (e.g. ``EvaluationResult.maps``).
         indices: ``{method: (n_m,) int}`` slice index of each map row (``EvaluationResult.indices``).
         wanted: ``(k,)`` slice indices.
 
     Returns:
-        ``{method: (k, S, S) float32}``, rows in the order of ``wanted``.
+        ``{method: (k, H, W) float32}``, rows in the order of ``wanted``.
 
     Raises:
         KeyError: a method did not run on one of the wanted slices (e.g. Score-CAM's subset).

@@ -796,7 +796,7 @@ def open_stored_array(path: str | Path, shape: tuple[int, ...] | None = None,
 
     Args:
         path: e.g. ``RUN/slices/<case_id>/flair.npy``.
-        shape: expected shape (e.g. ``(Z_kept, S, S)``), or ``None`` for any.
+        shape: expected shape (e.g. ``(Z_kept, H, W)``), or ``None`` for any.
         dtype: expected type (``uint16`` codes, ``bool`` masks), or ``None`` for any.
 
     Returns:

@@ -14,7 +14,7 @@ Examples::
 
     python data_scripts/run_pipeline.py --preset smoke --out /tmp/smoke_run
     python data_scripts/run_pipeline.py --preset demo --modality t1ce --data-dir /data/BraTS2021
-    python data_scripts/run_pipeline.py --preset demo --crop 160 192     # 1 mm crops, not 128 px
+    python data_scripts/run_pipeline.py --preset demo --image-size 128   # resample to 128 px instead of the demo's crop
 """
 
 from __future__ import annotations

@@ -31,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line options; unset options keep the preset's value."""
     parser = argparse.ArgumentParser(
         description="Slice BraTS NIfTI cases into labelled axial slices (AME-CAM tutorial, step 01).",
-        epilog="Settings not given come from the preset (default: demo, 128 px; 'paper' keeps "
-               "the 240 px grid; 'smoke' crops 160 x 192 px at zoom 0.4). --image-size and --crop "
+        epilog="Settings not given come from the preset (default: demo, a 160 x 192 px crop of the "
+               "1 mm grid; 'paper' keeps the 240 px grid; 'smoke' crops 160 x 192 px at zoom 0.4). "
+               "--image-size and --crop "
                "are two geometries: give at most one; either replaces the preset's.")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="BraTS root holding one folder per case (default: $AMECAM_DATA_DIR "

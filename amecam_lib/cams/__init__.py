@@ -22,7 +22,7 @@ refines its mask with DenseCRF), ``ame_cam``, ``avg_me``, ``m_f``, ``exit1``..``
 through pytorch-grad-cam on a wrapper returning the tumour logit of exit 4 (the classifier's last
 exit), target ``ClassifierOutputTarget(0)``.
 
-Every map is ``(B, S, S) float32`` in [0, 1], high = tumour by construction (never flipped); with
+Every map is ``(B, H, W) float32`` in [0, 1], high = tumour by construction (never flipped); with
 ``EvaluationConfig.restrict_to_brain`` every map is normalised over the brain only and is 0 outside
 (``CamBatch(..., restrict_to_brain=True)``). Use one method directly::
 
@@ -76,7 +76,7 @@ class CamMethods:
     Example::
 
         cams = CamMethods(net, attention, attention_2_3, preset.evaluation)
-        maps = cams.compute(images, methods=("ame_cam", "grad_cam"))   # {name: (B, S, S)}
+        maps = cams.compute(images, methods=("ame_cam", "grad_cam"))   # {name: (B, H, W)}
     """
 
     def __init__(self, model: MultiExitResNet, attention: AttentionNet | None = None,
@@ -107,14 +107,14 @@ class CamMethods:
         ``layer_cam``, ``layer_cam_last``). Ask for several methods in one call to profit.
 
         Args:
-            images: ``(B, 1, S, S) float32`` in [0, 1] (NumPy or torch).
+            images: ``(B, 1, H, W) float32`` in [0, 1] (NumPy or torch).
             methods: names from :data:`METHODS` (default: all). ``ame_cam_crf`` returns the
                 ``ame_cam`` map it is made from (the CRF is applied to masks, in the evaluation).
             timings: if given, filled with ``{name: seconds}`` for this batch: what the method
                 would cost on its own (a shared pass is counted in full for every method using it).
 
         Returns:
-            ``{name: (B, S, S) float32 in [0, 1]}`` (NumPy), high = tumour; with
+            ``{name: (B, H, W) float32 in [0, 1]}`` (NumPy), high = tumour; with
             ``EvaluationConfig.restrict_to_brain``, every map min-max normalised over the brain
             (slice > 0) and 0 outside it.
 
@@ -155,13 +155,13 @@ class CamMethods:
         return torch.sigmoid(self.tumour_logit(batch.images)[:, 0]).float().cpu().numpy()
 
     def exit_maps(self, images) -> torch.Tensor:
-        """Normalised exit maps n(M_1)..n(M_4), ``(B, 4, S, S) float32`` in [0, 1] (bilinear; over
+        """Normalised exit maps n(M_1)..n(M_4), ``(B, 4, H, W) float32`` in [0, 1] (bilinear; over
         the brain only, 0 outside, with ``restrict_to_brain``)."""
         return self.batch(images).shared(EXIT_MAPS)
 
     @torch.no_grad()
     def attention_weights(self, images, exits: Sequence[int] = ALL_EXITS) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attention weights S ``(B, n, S, S)`` and fused map M_f ``(B, S, S)`` (for figures).
+        """Attention weights S ``(B, n, H, W)`` and fused map M_f ``(B, H, W)`` (for figures).
 
         Raises:
             ValueError: no attention network over ``exits`` was given.

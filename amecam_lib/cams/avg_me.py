@@ -10,7 +10,7 @@ from amecam_lib.equations import average_exits
 
 
 class AverageExits(CamMethod):
-    """``n(mean(n(M_1), ..., n(M_4)))``, ``(B, S, S)`` (:func:`amecam_lib.equations.average_exits`)."""
+    """``n(mean(n(M_1), ..., n(M_4)))``, ``(B, H, W)`` (:func:`amecam_lib.equations.average_exits`)."""
 
     name = "avg_me"
     shared_pass = EXIT_MAPS

@@ -3,8 +3,8 @@
 In the shape of pytorch-grad-cam (one base, one small file per method)::
 
     networks = CamNetworks(model, attentions={(1, 2, 3, 4): attention})
-    batch = CamBatch(images, networks)          # images (B, 1, S, S) float32 in [0, 1]
-    cam = AmeCam("ame_cam", exits=(1, 2, 3, 4))(batch)   # (B, S, S) float32 in [0, 1]
+    batch = CamBatch(images, networks)          # images (B, 1, H, W) float32 in [0, 1]
+    cam = AmeCam("ame_cam", exits=(1, 2, 3, 4))(batch)   # (B, H, W) float32 in [0, 1]
 
 Several methods need the same expensive work on a batch (the multi-exit forward pass that gives
 the exit maps; the forward + backward pass of the gradient baselines). A method declares it as
@@ -123,7 +123,7 @@ class CamBatch:
     """One batch of slices, the networks, and the results of the shared passes run on it so far.
 
     Args:
-        images: ``(B, 1, S, S)`` slices in [0, 1], NumPy or torch (float32 copy on the networks'
+        images: ``(B, 1, H, W)`` slices in [0, 1], NumPy or torch (float32 copy on the networks'
             device).
         networks: :class:`CamNetworks`.
         methods: the methods that will be asked for on this batch, if known: a shared pass may then
@@ -136,14 +136,14 @@ class CamBatch:
         region: ``(B, 1, H, W) bool`` brain (``images > 0``) when ``restrict_to_brain``, else None.
 
     Raises:
-        ValueError: ``images`` is not ``(B, 1, S, S)``, or holds NaN / infinite values.
+        ValueError: ``images`` is not ``(B, 1, H, W)``, or holds NaN / infinite values.
     """
 
     def __init__(self, images, networks: CamNetworks, methods: Sequence[CamMethod] = (),
                  restrict_to_brain: bool = False):
         image_tensor = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
         if image_tensor.ndim != 4 or image_tensor.shape[1] != 1:
-            raise ValueError(f"images must be (B, 1, S, S), got {tuple(image_tensor.shape)}")
+            raise ValueError(f"images must be (B, 1, H, W), got {tuple(image_tensor.shape)}")
         image_tensor = image_tensor.float()
         if not torch.isfinite(image_tensor).all():
             raise ValueError("images contain NaN or infinite values")
@@ -186,7 +186,7 @@ class CamBatch:
 
 
 class CamMethod:
-    """A CAM method: ``method(batch)`` -> ``(B, S, S) float32`` in [0, 1], high = tumour.
+    """A CAM method: ``method(batch)`` -> ``(B, H, W) float32`` in [0, 1], high = tumour.
 
     Subclasses set :attr:`name` (the stable name used in ``results.csv``) and, when they share
     work with other methods, :attr:`shared_pass`; they implement :meth:`__call__`.
@@ -196,7 +196,7 @@ class CamMethod:
     shared_pass: SharedPass | None = None
 
     def __call__(self, batch: CamBatch) -> torch.Tensor:
-        """The method's maps for the batch's slices: ``(B, S, S) float32`` in [0, 1].
+        """The method's maps for the batch's slices: ``(B, H, W) float32`` in [0, 1].
 
         Raises:
             ValueError: a network the method needs was not given (e.g. its attention network).

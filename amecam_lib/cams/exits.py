@@ -16,7 +16,7 @@ from amecam_lib.models.multi_exit import N_EXITS, upsample_maps
 
 
 class ExitMapsPass(SharedPass):
-    """n(M_1)..n(M_4) of a batch: ``(B, 4, S, S) float32`` in [0, 1] (bilinear, then min-max over
+    """n(M_1)..n(M_4) of a batch: ``(B, 4, H, W) float32`` in [0, 1] (bilinear, then min-max over
     the slice, or over the brain with 0 outside: :meth:`CamBatch.normalise`)."""
 
     name = "exit maps"
@@ -28,11 +28,11 @@ class ExitMapsPass(SharedPass):
 
 
 EXIT_MAPS = ExitMapsPass()
-"""The shared multi-exit forward pass; ``batch.shared(EXIT_MAPS)`` -> ``(B, 4, S, S)``."""
+"""The shared multi-exit forward pass; ``batch.shared(EXIT_MAPS)`` -> ``(B, 4, H, W)``."""
 
 
 class ExitMap(CamMethod):
-    """``exit<i>``: exit i's normalised map n(M_i), ``(B, S, S)``.
+    """``exit<i>``: exit i's normalised map n(M_i), ``(B, H, W)``.
 
     Raises:
         ValueError: ``exit_index`` outside 1..4.

@@ -14,7 +14,7 @@ from amecam_lib.cams.gradient_pass import GradientCamMethod
 
 
 class GradCam(GradientCamMethod):
-    """Grad-CAM on the last stage, ``(B, S, S)`` in [0, 1]."""
+    """Grad-CAM on the last stage, ``(B, H, W)`` in [0, 1]."""
 
     name = "grad_cam"
 

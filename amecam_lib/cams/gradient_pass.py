@@ -29,7 +29,7 @@ from amecam_lib.equations import normalise_maps
 
 
 class GradientPass(SharedPass):
-    """``{method: (B, S, S) float32 in [0, 1]}`` for every gradient baseline in ``batch.methods``,
+    """``{method: (B, H, W) float32 in [0, 1]}`` for every gradient baseline in ``batch.methods``,
     from one forward + backward pass."""
 
     name = "stage activations and gradients"

@@ -12,7 +12,7 @@ from amecam_lib.cams.base import CamBatch, CamMethod
 
 class Intensity(CamMethod):
     """``n(I)``: the slice, min-max normalised per image (over the brain only when the batch
-    restricts maps to the brain), ``(B, S, S)`` in [0, 1]."""
+    restricts maps to the brain), ``(B, H, W)`` in [0, 1]."""
 
     name = "intensity"
 

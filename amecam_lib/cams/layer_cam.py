@@ -66,7 +66,7 @@ class PaperLayerCAM(LayerCAM):
 
 
 class LayerCam(GradientCamMethod):
-    """``layer_cam``: LayerCAM on the four stages with the paper's fusion, ``(B, S, S)`` in [0, 1]."""
+    """``layer_cam``: LayerCAM on the four stages with the paper's fusion, ``(B, H, W)`` in [0, 1]."""
 
     name = "layer_cam"
 
@@ -75,7 +75,7 @@ class LayerCam(GradientCamMethod):
 
 
 class LayerCamLast(GradientCamMethod):
-    """``layer_cam_last``: LayerCAM on the last stage only, ``(B, S, S)`` in [0, 1]."""
+    """``layer_cam_last``: LayerCAM on the last stage only, ``(B, H, W)`` in [0, 1]."""
 
     name = "layer_cam_last"
 

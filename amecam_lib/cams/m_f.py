@@ -21,7 +21,7 @@ from amecam_lib.equations import fuse
 
 
 class FusedMap(CamMethod):
-    """``m_f``: ``n(M_f)`` with A over exits 1-4, ``(B, S, S) float32`` in [0, 1].
+    """``m_f``: ``n(M_f)`` with A over exits 1-4, ``(B, H, W) float32`` in [0, 1].
 
     Calling it raises ``ValueError`` when the networks hold no attention network over exits 1-4,
     or one trained with the other n(.) (``EvaluationConfig.restrict_to_brain``).

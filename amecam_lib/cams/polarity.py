@@ -48,8 +48,8 @@ def polarity_check(model: MultiExitResNet, images, maps: dict[str, np.ndarray],
 
     Args:
         model: the trained multi-exit network.
-        images: ``(N, 1, S, S) float32`` in [0, 1].
-        maps: ``{method: (N, S, S) float32 in [0, 1]}`` for the same slices (:meth:`amecam_lib.cams.CamMethods.compute`).
+        images: ``(N, 1, H, W) float32`` in [0, 1].
+        maps: ``{method: (N, H, W) float32 in [0, 1]}`` for the same slices (:meth:`amecam_lib.cams.CamMethods.compute`).
         threshold: the mask threshold.
 
     Returns:

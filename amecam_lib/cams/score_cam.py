@@ -22,7 +22,7 @@ from amecam_lib.cams.base import CamBatch, CamMethod
 
 
 class ScoreCam(CamMethod):
-    """Score-CAM on the last stage, ``(B, S, S)`` in [0, 1].
+    """Score-CAM on the last stage, ``(B, H, W)`` in [0, 1].
 
     Masked slices are scored ``CamNetworks.score_cam_batch_size`` at a time (the library's
     documented ``cam.batch_size``).

@@ -5,10 +5,11 @@ A torchvision ResNet (ResNet-18 in the paper; any torchvision ResNet through ``a
 C_i channels to one channel (with bias). Its output is the activation map M_i of exit i, and the
 global average of M_i, GAP(M_i), is exit i's tumour logit. Deeper exits see coarser maps::
 
-    input 240 px -> M_1 60 px, M_2 30 px, M_3 15 px, M_4 8 px   (ResNet-18: C = 64/128/256/512)
-    input 128 px -> M_1 32 px, M_2 16 px, M_3  8 px, M_4 4 px
+    input 240 x 240 -> M_1 60 x 60, M_2 30 x 30, M_3 15 x 15, M_4 8 x 8   (ResNet-18: C = 64/128/256/512)
+    input 160 x 192 -> M_1 40 x 48, M_2 20 x 24, M_3 10 x 12, M_4 5 x 6   (the demo preset's crop)
+    input  64 x 77  -> M_1 16 x 20, M_2  8 x 10, M_3  4 x 5,  M_4 2 x 3   (the smoke preset's)
 
-A grey MRI slice ``(B, 1, S, S)`` is repeated to three channels inside the network, so that
+A grey MRI slice ``(B, 1, H, W)`` is repeated to three channels inside the network, so that
 ImageNet weights could be loaded into :attr:`MultiExitResNet.backbone` by a user (nothing is
 downloaded here: ``weights=None``). Every ReLU is out-of-place, because in-place ReLUs break the
 backward hooks that gradient-based CAM libraries (pytorch-grad-cam) put on the stages.
@@ -107,7 +108,7 @@ class ResNetBackbone(nn.Module):
         """Stage outputs of a batch of slices.
 
         Args:
-            images: ``(B, in_channels, S, S) float32``, intensities in [0, 1].
+            images: ``(B, in_channels, H, W) float32``, intensities in [0, 1].
 
         Returns:
             four tensors ``(B, C_i, h_i, w_i)``, stages 1..4.
@@ -133,7 +134,7 @@ class MultiExitResNet(nn.Module):
     Args:
         arch, norm, in_channels: see :class:`ResNetBackbone`.
 
-    Calling the network on ``images (B, 1, S, S) float32 in [0, 1]`` returns an :class:`ExitOutput`.
+    Calling the network on ``images (B, 1, H, W) float32 in [0, 1]`` returns an :class:`ExitOutput`.
     """
 
     def __init__(self, arch: str = "resnet18", norm: str = "batch", in_channels: int = 1):
@@ -156,7 +157,7 @@ class MultiExitResNet(nn.Module):
         return self.backbone.stages
 
     def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """The four stage outputs ``(B, C_i, h_i, w_i)`` for ``images (B, 1, S, S)``."""
+        """The four stage outputs ``(B, C_i, h_i, w_i)`` for ``images (B, 1, H, W)``."""
         return self.backbone(images)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -168,7 +169,7 @@ class MultiExitResNet(nn.Module):
         """Exit maps and exit logits of a batch (paper Eq. 1: logit_i = GAP(M_i)).
 
         Args:
-            images: ``(B, 1, S, S) float32`` slices in [0, 1].
+            images: ``(B, 1, H, W) float32`` slices in [0, 1].
 
         Returns:
             :class:`ExitOutput` with ``logits (B, 4) float32`` and ``maps`` 4 x ``(B, 1, h_i, w_i)``.
