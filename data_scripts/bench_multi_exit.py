@@ -71,9 +71,10 @@ def _train_steps(model, loss_fn, images, labels, optimizer, steps, device) -> fl
     return steps * images.shape[0] / (time.perf_counter() - started)
 
 
-def bench_models(image_size: int, batch_size: int, device: torch.device, repeats: int, steps: int) -> dict:
+def bench_models(image_shape: tuple[int, int], batch_size: int, device: torch.device, repeats: int,
+                 steps: int) -> dict:
     seed_everything(0)
-    images = torch.rand(batch_size, 1, image_size, image_size, device=device)
+    images = torch.rand(batch_size, 1, *image_shape, device=device)
     labels = torch.randint(0, 2, (batch_size,), device=device)
     models = {
         "multi-exit ResNet-18": (MultiExitResNet().to(device).train(),
@@ -123,6 +124,10 @@ def bench_loader(run_dir: Path, modality: str, batch_size: int, num_workers: int
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--image-size", type=int, default=128, help="slice side in pixels (default 128)")
+    parser.add_argument("--image-shape", action="append", default=None, metavar="HxW",
+                        help="slice shape(s) for the model benchmark, e.g. --image-shape 128x128 --image-shape "
+                             "160x192: each is timed in the same run and compared with the first (default: "
+                             "the --image-size square)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per model (median reported)")
@@ -134,13 +139,22 @@ def main(argv=None) -> int:
     parser.add_argument("--loader-batches", type=int, default=20, help="batches timed per loader variant")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
-    print(f"device {device}, image {args.image_size} px, batch {args.batch_size}, torch threads {torch.get_num_threads()}")
+    shapes = [_shape(text) for text in args.image_shape] if args.image_shape else [(args.image_size, args.image_size)]
+    print(f"device {device}, batch {args.batch_size}, torch threads {torch.get_num_threads()}")
 
-    model_rates = bench_models(args.image_size, args.batch_size, device, args.repeats, args.steps)
-    multi, plain = model_rates["multi-exit ResNet-18"], model_rates["plain ResNet-18"]
-    for name, rate in model_rates.items():
-        print(f"train  {name:<24s} {rate:9.1f} images/s (median of {args.repeats} x {args.steps} steps)")
-    print(f"multi-exit overhead: {100 * (plain / multi - 1):+.1f} % time per image (goal <= 10 %)")
+    first_rate = None
+    for shape in shapes:
+        model_rates = bench_models(shape, args.batch_size, device, args.repeats, args.steps)
+        multi, plain = model_rates["multi-exit ResNet-18"], model_rates["plain ResNet-18"]
+        for name, rate in model_rates.items():
+            print(f"train  {shape[0]} x {shape[1]} px  {name:<24s} {rate:9.1f} images/s "
+                  f"(median of {args.repeats} x {args.steps} steps)")
+        print(f"multi-exit overhead at {shape[0]} x {shape[1]} px: {100 * (plain / multi - 1):+.1f} % time per image "
+              "(goal <= 10 %)")
+        first_rate = multi if first_rate is None else first_rate
+        if len(shapes) > 1:
+            print(f"  {shape[0]} x {shape[1]} px costs {first_rate / multi:.2f}x the time per image of "
+                  f"{shapes[0][0]} x {shapes[0][1]} px (same run)")
 
     with tempfile.TemporaryDirectory(prefix="amecam_bench_") as scratch:
         run_dir = args.run_dir
@@ -156,6 +170,16 @@ def main(argv=None) -> int:
     for name, rate in loader_rates.items():
         print(f"loader {name:<40s} {rate:9.1f} slices/s ({rate / multi:5.1f} x the multi-exit model)")
     return 0
+
+
+def _shape(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"bench_multi_exit: --image-shape must look like 160x192, got {text!r}") from None
+    if height < 32 or width < 32:
+        raise SystemExit(f"bench_multi_exit: --image-shape {text} is too small (ResNet-18 needs >= 32 px)")
+    return height, width
 
 
 if __name__ == "__main__":
