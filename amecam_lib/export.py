@@ -12,6 +12,9 @@ and saved with the case's original affine as ``uint8`` (1 = tumour). Everything 
 window is 0, and so are slices that were not evaluated (dropped by slicing, or outside the test
 selection): a 3-D score on the original grid counts tumour cut by the crop as missed.
 
+Files are named ``RUN/masks/<case_id>_<modality>_<method>.nii.gz`` (:func:`mask_file_name`): the
+masks of every modality and method evaluated in one run folder stay side by side.
+
 :func:`case_mask_volume` builds that volume in memory; :func:`export_case_masks` writes it, and
 the per-patient 3-D scores of :mod:`amecam_lib.evaluation` score it (one function, so the scored
 volume is exactly the exported one).
@@ -82,13 +85,27 @@ def case_mask_volume(info: CaseInfo, masks, z: Sequence[int]) -> np.ndarray:
     return volume
 
 
+def mask_file_name(case_id: str, modality: str, method: str) -> str:
+    """``<case_id>_<modality>_<method>.nii.gz``: the file name of one exported mask volume.
+
+    Raises:
+        ValueError: a part that is empty or cannot be part of a file name (``/``, leading dot).
+    """
+    for what, part in (("case_id", case_id), ("modality", modality), ("method", method)):
+        if not part or "/" in part or part.startswith("."):
+            raise ValueError(f"{what} {part!r} cannot name a file")
+    return f"{case_id}_{modality}_{method}.nii.gz"
+
+
 def export_case_masks(run_dir: str | Path, modality: str, method: str, masks, case_ids: Sequence[str],
                       z: Sequence[int], out_dir: str | Path | None = None) -> list[Path]:
-    """Write one ``<case_id>_<method>.nii.gz`` volume per case from its slice masks.
+    """Write one ``<case_id>_<modality>_<method>.nii.gz`` volume per case from its slice masks
+    (:func:`mask_file_name`; another modality's or method's masks are never overwritten).
 
     Args:
         run_dir: the sliced run folder (reads ``RUN/slices/<case_id>/case.json``).
-        modality: modality the masks were predicted on (recorded in the NIfTI description).
+        modality: modality the masks were predicted on (part of the file name, and recorded in
+            the NIfTI description).
         method: method name (part of the file name), e.g. ``"ame_cam_crf"``.
         masks: ``(N, H, W)`` bool (or 0/1) slice masks, at the case's stored
             :attr:`~amecam_lib.slices.CaseInfo.image_shape`.
@@ -101,7 +118,8 @@ def export_case_masks(run_dir: str | Path, modality: str, method: str, masks, ca
 
     Raises:
         ValueError: lengths differ, masks not 3-D, a ``z`` outside the volume or repeated within a
-            case, a mask size other than the case's stored image size, or a bad method name.
+            case, a mask size other than the case's stored image size, or a bad method or
+            modality name.
         BratsDataError: a case that was not sliced in ``run_dir``.
     """
     masks = np.asarray(masks)
@@ -110,8 +128,7 @@ def export_case_masks(run_dir: str | Path, modality: str, method: str, masks, ca
     if masks.ndim != 3 or not (len(masks) == len(case_ids) == len(z)):
         raise ValueError(f"masks (N, H, W), case_ids (N,), z (N,) must agree; got {masks.shape}, "
                          f"{case_ids.shape}, {z.shape}")
-    if not method or "/" in method or method.startswith("."):
-        raise ValueError(f"method {method!r} cannot name a file")
+    mask_file_name("case", modality, method)  # names that can be part of a file name
     out_dir = Path(run_dir) / "masks" if out_dir is None else Path(out_dir)
     written = []
     for case_id in sorted(set(case_ids)):
@@ -121,7 +138,7 @@ def export_case_masks(run_dir: str | Path, modality: str, method: str, masks, ca
         image = nib.Nifti1Image(volume, info.affine)
         image.header.set_data_dtype(np.uint8)
         image.header["descrip"] = f"AME-CAM tutorial {method} {modality}"[:79].encode()
-        target = out_dir / f"{case_id}_{method}.nii.gz"
+        target = out_dir / mask_file_name(case_id, modality, method)
         with atomic_path(target) as tmp:
             nib.save(image, tmp)
         written.append(target)

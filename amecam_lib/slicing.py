@@ -59,9 +59,14 @@ pixels of the whole original slice, and the label rule's slice area is the origi
 ``X * Y`` (57,600 px in BraTS), whatever is stored. Each case folder is written whole into a temporary
 folder and renamed (:func:`amecam_lib.atomic.atomic_dir`); a rerun reuses a case made with the
 same settings from the same files whose ``.npy`` files are all present and complete (header and
-file size checked, :func:`open_stored_array`), redoes one made otherwise (saying why), and
-``overwrite=True`` redoes all. A rerun that changes ``RUN/split.csv`` (another seed or split file)
-warns and counts the cases that moved (:attr:`SlicingReport.split_moved`).
+file size checked, :func:`open_stored_array`), and redoes one whose files changed or are incomplete
+(saying why). A run never deletes slices silently (:func:`plan_cases`): a case folder holding the
+requested modalities and more is reused as it is (slicing ``t1ce`` into a folder sliced with all
+four keeps the other three); one made with another geometry or label rule, or lacking a requested
+modality, is a :class:`RunFolderConflict` naming what would be lost, unless ``overwrite=True``,
+which redoes every case with exactly the requested settings. A rerun that changes
+``RUN/split.csv`` (another seed or split file) warns and counts the cases that moved
+(:attr:`SlicingReport.split_moved`).
 """
 
 from __future__ import annotations
@@ -317,7 +322,9 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
             ``val_fraction``, ``test_fraction``, ``seed``.
         split_file: optional CSV ``case_id,split`` that replaces the seeded split.
         workers: processes that slice cases in parallel (1 = in this process).
-        overwrite: redo every case even when an up-to-date folder exists.
+        overwrite: redo every case with exactly these settings and modalities, even when an
+            up-to-date folder exists, replacing a folder made with other settings or other
+            modalities (whose ``<modality>.npy`` files are then deleted).
         progress: show a tqdm bar (cases/s); ``TQDM_DISABLE=1`` also hides it.
 
     Returns:
@@ -333,6 +340,10 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
             finished before it are kept and reused by the next run).
         RuntimeError: a worker process died (e.g. killed by the OS when out of memory); the run
             stops instead of waiting forever.
+        RunFolderConflict: (a :class:`BratsDataError`) without ``overwrite``, a case folder of the
+            run was made with other settings (geometry, label rule) or lacks a requested modality:
+            slicing would delete what it holds (see :func:`plan_cases`). Raised before anything
+            is written; the message names the cases, what differs, and what would be lost.
 
     Warns (``UserWarning``) when the run folder's existing ``split.csv`` is replaced by a
     different split (the moved cases are in :attr:`SlicingReport.split_moved`: models trained on
@@ -353,6 +364,7 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
     else:
         assignment = make_split(case_ids, config.val_fraction, config.test_fraction, config.seed)
     slices_dir = out_dir / "slices"
+    case_settings = plan_cases(slices_dir, case_ids, slice_settings(config), overwrite=overwrite)
     slices_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_tmp(slices_dir)
     split_moved = _split_changes(out_dir / "split.csv", assignment)
@@ -363,8 +375,7 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
         warnings.warn(f"{slices_dir} holds folders of cases not in {data_dir}, left out of the "
                       f"manifest: {strays[:5]}{' ...' if len(strays) > 5 else ''}", stacklevel=2)
 
-    settings = slice_settings(config)
-    tasks = [(case, settings, slices_dir, overwrite) for case in cases]
+    tasks = [(case, case_settings[case.case_id], slices_dir, overwrite) for case in cases]
     results: dict[str, CaseReport] = {}
     bar_options = {} if progress else {"disable": True}
     with tqdm(total=len(tasks), unit="case", desc="slicing", **bar_options) as bar:
@@ -385,6 +396,105 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
                     for case_id in case_ids]
     report.seconds = time.perf_counter() - start
     return report
+
+
+class RunFolderConflict(BratsDataError):
+    """Slicing into this run folder would delete slices made with other settings or of other
+    modalities (the message says which and what to do instead)."""
+
+
+def plan_cases(slices_dir: str | Path, case_ids: list[str], settings: dict, *,
+               overwrite: bool = False) -> dict[str, dict]:
+    """The settings each case of a run folder is sliced (or reused) with; refuse what would delete.
+
+    A case folder holds the modalities it was sliced with, all made with one brain box (the brain
+    of every sliced modality decides the crop window). Per case, with ``settings`` the requested
+    :func:`slice_settings`:
+
+    - no folder yet, or ``overwrite``: the requested settings (``overwrite`` replaces the folder,
+      other modalities included: the caller asked for it);
+    - a folder of an older storage format (unreadable now): the requested settings; the case is
+      redone (and :func:`slice_dataset` warns, the case's ``redone_because`` says why);
+    - a folder with the same geometry and label rule whose modalities include every requested
+      one: the folder's own settings, so it is reused, or redone with all its modalities when a
+      file changed; a subset of the stored modalities never deletes the others;
+    - a folder made with another geometry or label rule, or lacking a requested modality: a
+      conflict. Redoing it would delete what it holds (and leave the models trained on it, under
+      ``RUN/<modality>/``, matching no slices), so nothing is written and
+      :class:`RunFolderConflict` names the cases, what differs and what would be lost.
+
+    Args:
+        slices_dir: ``RUN/slices``.
+        case_ids: the cases to slice.
+        settings: the requested :func:`slice_settings`.
+        overwrite: replace every case folder with the requested settings.
+
+    Returns:
+        ``{case_id: settings}``: the :func:`slice_settings` each case in ``case_ids`` is made with.
+
+    Raises:
+        RunFolderConflict: a conflict as above (without ``overwrite``).
+    """
+    slices_dir = Path(slices_dir)
+    planned: dict[str, dict] = {}
+    other_settings: dict[str, list[str]] = {}
+    missing_modalities: dict[str, tuple[list[str], list[str]]] = {}
+    for case_id in case_ids:
+        planned[case_id] = settings
+        stored = None if overwrite else _stored_settings(slices_dir / case_id)
+        if stored is None or stored.get("format") != settings["format"]:
+            continue
+        differences = [f"{key} {stored.get(key)!r} (requested {settings[key]!r})"
+                       for key in settings if key not in ("format", "modalities")
+                       and stored.get(key) != settings[key]]
+        stored_modalities = list(stored.get("modalities") or [])
+        if differences:
+            other_settings[case_id] = differences
+        elif not set(settings["modalities"]) <= set(stored_modalities):
+            missing_modalities[case_id] = (stored_modalities, [m for m in settings["modalities"]
+                                                                if m not in stored_modalities])
+        else:
+            planned[case_id] = stored
+    if other_settings or missing_modalities:
+        raise RunFolderConflict(_conflict_message(slices_dir, settings, other_settings, missing_modalities))
+    return planned
+
+
+def _stored_settings(case_folder: Path) -> dict | None:
+    """The ``settings`` of a case folder's ``case.json``; None when there is no readable one."""
+    try:
+        info = json.loads((case_folder / "case.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    settings = info.get("settings") if isinstance(info, dict) else None
+    return settings if isinstance(settings, dict) else None
+
+
+def _conflict_message(slices_dir: Path, settings: dict, other_settings: dict[str, list[str]],
+                      missing_modalities: dict[str, tuple[list[str], list[str]]]) -> str:
+    """The refusal of :func:`plan_cases`: which cases, what differs, what would be lost, the cure."""
+    run_dir = slices_dir.parent
+    conflicting = [*other_settings, *missing_modalities]
+    lost = sorted({m for c in conflicting for m in (_stored_settings(slices_dir / c) or {}).get("modalities", [])})
+    lines = [f"refusing to slice into {run_dir}: it holds slices that this run would delete "
+             f"({', '.join(f'{m}.npy' for m in lost)} of {len(conflicting)} case(s)); models trained on "
+             f"them (under {', '.join(str(run_dir / m) for m in lost)}) would then match no slices."]
+    if other_settings:
+        case_id, differences = next(iter(other_settings.items()))
+        lines.append(f"{len(other_settings)} case folder(s) were sliced with other settings, e.g. "
+                     f"{case_id}: {'; '.join(differences)}.")
+    if missing_modalities:
+        case_id, (stored, missing) = next(iter(missing_modalities.items()))
+        lines.append(f"{len(missing_modalities)} case folder(s) lack a requested modality, e.g. {case_id}: "
+                     f"{', '.join(stored)} stored, {', '.join(missing)} requested. A case folder is sliced "
+                     f"with all its modalities at once (they share one brain box and crop window): to "
+                     f"have several side by side, slice them together into a new run folder "
+                     f"(modalities=(...); slice_brats.py --modalities t1 t1ce t2 flair), then run the "
+                     f"notebooks for each modality with that run_dir.")
+    lines.append("Or use another run folder (run_dir=... / --out; by default each preset and modality "
+                 "has its own, runs/<preset>_<modality>), or pass overwrite=True (slice_brats.py "
+                 "--overwrite) to replace these slices knowingly.")
+    return "\n".join(lines)
 
 
 def _split_changes(path: Path, assignment: dict[str, str]) -> list[str]:
@@ -836,9 +946,10 @@ def _reusable_records(target: Path, settings: dict,
     ``sources``.
 
     Returns ``(rows, info, "")`` when the folder can be reused; ``(None, None, "")`` when there is
-    no such folder or it was made otherwise (settings or sources changed: redone silently, as
-    asked); ``(None, None, reason)`` when it was made with these settings but a ``.npy`` file is
-    missing, truncated or of the wrong shape or type (redone, and the caller says so).
+    no such folder or it was made with other settings (only with ``overwrite``: :func:`plan_cases`
+    refuses that otherwise); ``(None, None, reason)`` when it was made in an older storage format,
+    from source files that changed, or with these settings but a ``.npy`` file is missing,
+    truncated or of the wrong shape or type (redone, and the caller says so).
     """
     info_path, rows_path = target / "case.json", target / "slices.csv"
     if not (info_path.is_file() and rows_path.is_file()):
@@ -847,8 +958,15 @@ def _reusable_records(target: Path, settings: dict,
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except ValueError:
         return None, None, ""
-    if info.get("settings") != settings or info.get("sources") != sources:
+    stored = info.get("settings") or {}
+    if stored.get("format") != settings["format"]:
+        return None, None, (f"it was stored in slice format {stored.get('format')} "
+                            f"(now {settings['format']})")
+    if stored != settings:
         return None, None, ""
+    if info.get("sources") != sources:
+        changed = sorted(name for name in sources if (info.get("sources") or {}).get(name) != sources[name])
+        return None, None, f"its source file(s) changed ({', '.join(changed) or 'list of files'})"
     try:
         records = _read_case_rows(rows_path)
     except (ValueError, KeyError, TypeError) as error:
@@ -918,5 +1036,5 @@ def _json_text(obj) -> str:
 __all__ = ["CODE_DTYPE", "CaseReport", "IMAGE_CODE_MAX", "MANIFEST_COLUMNS", "MAX_IMAGE_SIZE",
            "MIN_IMAGE_SIZE", "SLICE_FORMAT", "SlicingReport", "axial_stack", "brain_box", "crop_window",
            "cut_message", "decode_images", "describe_geometry", "encode_unit_images", "image_codes",
-           "label_slices", "open_stored_array", "resize_images", "resize_masks", "slice_dataset",
-           "slice_settings"]
+           "label_slices", "open_stored_array", "plan_cases", "resize_images", "resize_masks",
+           "RunFolderConflict", "slice_dataset", "slice_settings"]

@@ -145,7 +145,7 @@ def test_evaluate_writes_every_table_and_exports(trained_run, sample_dir):
     np.testing.assert_array_equal(stored["mask_exit3"], result.masks["exit3"])
 
     paths = export_case_masks(run, "flair", "ame_cam_crf", result.masks["ame_cam_crf"], test.case_ids, test.z)
-    assert sorted(p.name for p in paths) == sorted(f"{c}_ame_cam_crf.nii.gz" for c in set(test.case_ids))
+    assert sorted(p.name for p in paths) == sorted(f"{c}_flair_ame_cam_crf.nii.gz" for c in set(test.case_ids))
 
     # per-patient 3-D scores: every method but the subsetted Score-CAM, each test patient once; the
     # truth is the whole original segmentation (read here with nibabel directly), the prediction the
@@ -158,7 +158,7 @@ def test_evaluate_writes_every_table_and_exports(trained_run, sample_dir):
     assert sorted(set(volumes["case_id"])) == sorted(set(test.case_ids))
     crf_rows = volumes[volumes["method"] == "ame_cam_crf"].set_index("case_id")
     for path in paths:
-        case_id = path.name.removesuffix("_ame_cam_crf.nii.gz")
+        case_id = path.name.removesuffix("_flair_ame_cam_crf.nii.gz")
         (seg_file,) = (sample_dir / case_id).glob("*seg.nii*")
         assert crf_rows.loc[case_id, "true_voxels"] == int((np.asarray(nib.load(seg_file).dataobj) > 0).sum())
         assert crf_rows.loc[case_id, "predicted_voxels"] == int(np.asarray(nib.load(path).dataobj).sum())
@@ -419,4 +419,4 @@ def test_every_phase_runs_on_a_non_square_crop_run(crop_run):
     assert sorted(set(volumes["method"])) == sorted(methods) and len(volumes) == len(methods) * len(set(test.case_ids))
     assert (volumes["true_voxels"] == 144 * 4).all() and volumes[["dice", "iou", "hd95"]].notna().all().all()
     crf_rows = volumes[volumes["method"] == "ame_cam_crf"].set_index("case_id")
-    assert crf_rows.loc[paths[0].name.removesuffix("_ame_cam_crf.nii.gz"), "predicted_voxels"] == volume.sum()
+    assert crf_rows.loc[paths[0].name.removesuffix("_flair_ame_cam_crf.nii.gz"), "predicted_voxels"] == volume.sum()

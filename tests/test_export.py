@@ -8,7 +8,7 @@ import pytest
 
 from _synthetic import write_case
 from amecam_lib.config import DataConfig
-from amecam_lib.export import case_mask_volume, export_case_masks, upsample_nearest
+from amecam_lib.export import case_mask_volume, export_case_masks, mask_file_name, upsample_nearest
 from amecam_lib.slices import load_slices, read_case_info
 from amecam_lib.slicing import slice_dataset
 
@@ -41,7 +41,7 @@ def test_round_trip_shape_affine_voxels(tmp_path, grid, image_size):
     run, segs = _sliced(tmp_path, grid, image_size)
     slices = load_slices(run, "flair", "all")
     paths = export_case_masks(run, "flair", "ame_cam_crf", slices.masks, slices.case_ids, slices.z)
-    assert [p.name for p in paths] == [f"{c}_ame_cam_crf.nii.gz" for c in CASES]
+    assert [p.name for p in paths] == [f"{c}_flair_ame_cam_crf.nii.gz" for c in CASES]
     assert all(p.parent == run / "masks" for p in paths)
     for case_id, path in zip(CASES, paths):
         image = nib.load(path)
@@ -61,8 +61,22 @@ def test_only_given_slices_are_written(tmp_path):
     paths = export_case_masks(run, "flair", "exit3", masks, [CASES[0], CASES[0]], [0, 3],
                               out_dir=tmp_path / "out")
     volume = np.asarray(nib.load(paths[0]).dataobj)
-    assert paths == [tmp_path / "out" / f"{CASES[0]}_exit3.nii.gz"]
+    assert paths == [tmp_path / "out" / f"{CASES[0]}_flair_exit3.nii.gz"]
     assert volume[:, :, [0, 3]].all() and not volume[:, :, [1, 2, 4]].any()
+
+
+def test_two_modalities_export_side_by_side(tmp_path):
+    """A second evaluation (another modality) into the same run folder must not overwrite the first's
+    masks (issue 11: masks/<case>_ame_cam_crf.nii.gz was overwritten)."""
+    run, _ = _sliced(tmp_path, 16, 16)
+    flair = export_case_masks(run, "flair", "ame_cam_crf", np.ones((1, 16, 16), bool), [CASES[0]], [1])
+    t1ce = export_case_masks(run, "t1ce", "ame_cam_crf", np.zeros((1, 16, 16), bool), [CASES[0]], [1])
+    assert [p.name for p in flair + t1ce] == [mask_file_name(CASES[0], m, "ame_cam_crf") for m in ("flair", "t1ce")]
+    assert flair[0].name == f"{CASES[0]}_flair_ame_cam_crf.nii.gz"
+    assert np.asarray(nib.load(flair[0]).dataobj).sum() == 16 * 16
+    assert np.asarray(nib.load(t1ce[0]).dataobj).sum() == 0
+    with pytest.raises(ValueError, match="modality"):
+        mask_file_name(CASES[0], "../flair", "ame_cam")
 
 
 def test_bad_inputs(tmp_path):

@@ -214,7 +214,7 @@ def test_pipeline_figures_and_masks(smoke_run):
     manifest = read_manifest(run_dir)
     test_cases = set(manifest.loc[manifest["split"] == "test", "case_id"])
     masks = {p.name for p in (run_dir / "masks").glob("*.nii.gz")}
-    assert masks == {f"{case}_ame_cam_crf.nii.gz" for case in test_cases}
+    assert masks == {f"{case}_flair_ame_cam_crf.nii.gz" for case in test_cases}
 
 
 @pytest.mark.slow

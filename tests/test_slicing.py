@@ -162,15 +162,18 @@ def test_rerun_skips_redoes_and_cleans(tmp_path):
     assert flair.stat().st_mtime_ns == stamp and not leftover.exists()
     assert (run / "manifest.csv").read_text() == manifest_before
 
-    report = slice_dataset(tmp_path / "data", run, config(image_size=10), progress=False)
-    assert not any(case.reused for case in report.cases)
-    assert np.load(flair).shape == (4, 10, 10)
+    # another geometry would delete the slices: refused (see test_run_folder_conflicts_...)
+    with pytest.raises(slicing.RunFolderConflict, match="image_size 20 \\(requested 10\\)"):
+        slice_dataset(tmp_path / "data", run, config(image_size=10), progress=False)
+    assert flair.stat().st_mtime_ns == stamp
     report = slice_dataset(tmp_path / "data", run, config(image_size=10), overwrite=True,
                            progress=False)
     assert not any(case.reused for case in report.cases)
-    # a changed source file is redone too
+    assert np.load(flair).shape == (4, 10, 10)
+    # a changed source file is redone too, saying why
     write_case(tmp_path / "data", CASES[0], shape=(20, 20, 5))
-    report = slice_dataset(tmp_path / "data", run, config(image_size=10), progress=False)
+    with pytest.warns(UserWarning, match=f"{CASES[0]}: its source file.*changed"):
+        report = slice_dataset(tmp_path / "data", run, config(image_size=10), progress=False)
     assert [case.reused for case in report.cases] == [False, True, True]
     assert np.load(flair).shape == (5, 10, 10)
 
@@ -370,7 +373,8 @@ def test_old_float32_folder_is_resliced_not_misread(tmp_path):
     split = next(r["split"] for r in read_csv(run / "manifest.csv") if r["case_id"] == CASES[0])
     with pytest.raises(BratsDataError, match="older format"):
         load_slices(run, "flair", split)
-    report = slice_dataset(tmp_path / "data", run, config(), progress=False)
+    with pytest.warns(UserWarning, match="stored in slice format 1 \\(now"):
+        report = slice_dataset(tmp_path / "data", run, config(), progress=False)
     assert [case.reused for case in report.cases] == [False, True, True]
     assert np.load(folder / "flair.npy").dtype == np.uint16
     image, _ = SliceDataset.from_run(run, "flair", split)[0]
@@ -686,17 +690,20 @@ def test_bad_crop_settings_are_errors(tmp_path, crop_size, crop_zoom, message):
                       config(image_size=None, crop_size=crop_size, crop_zoom=crop_zoom), progress=False)
 
 
-def test_a_changed_crop_redoes_the_cases(tmp_path):
+def test_a_changed_crop_is_refused_then_redone_with_overwrite(tmp_path):
     crop_dataset(tmp_path / "data", (40, 48), (10, 20), (20, 34))
     run = tmp_path / "run"
     slice_dataset(tmp_path / "data", run, config(image_size=None, crop_size=(16, 20)), progress=False)
     report = slice_dataset(tmp_path / "data", run, config(image_size=None, crop_size=(16, 20)), progress=False)
     assert all(c.reused for c in report.cases)
-    report = slice_dataset(tmp_path / "data", run, config(image_size=None, crop_size=(16, 24)), progress=False)
+    with pytest.raises(slicing.RunFolderConflict, match=r"crop_size \[16, 20\] \(requested \[16, 24\]\)"):
+        slice_dataset(tmp_path / "data", run, config(image_size=None, crop_size=(16, 24)), progress=False)
+    report = slice_dataset(tmp_path / "data", run, config(image_size=None, crop_size=(16, 24)),
+                           overwrite=True, progress=False)
     assert not any(c.reused for c in report.cases)
     assert np.load(run / "slices" / CASES[0] / "flair.npy").shape == (3, 16, 24)
     report = slice_dataset(tmp_path / "data", run, config(image_size=None, crop_size=(16, 24), crop_zoom=0.5),
-                           progress=False)
+                           overwrite=True, progress=False)
     assert not any(c.reused for c in report.cases)
     assert np.load(run / "slices" / CASES[0] / "flair.npy").shape == (3, 8, 12)
 
@@ -724,3 +731,63 @@ def test_cli_crop(tmp_path, capsys):
                        "--image-size", "20", "--crop-zoom", "0.5", "--no-progress"])
     captured = capsys.readouterr()
     assert status == 2 and "crop_zoom=0.5" in captured.err and captured.err.count("\n") == 1
+
+
+# --- two modalities or two geometries into one run folder: side by side or refused, never deleted ----
+
+def _stored(run, case_id=CASES[0]):
+    folder = run / "slices" / case_id
+    return sorted(p.name for p in folder.glob("*.npy")), json.loads((folder / "case.json").read_text())
+
+
+def test_a_modality_already_sliced_is_reused_and_the_others_are_kept(tmp_path):
+    small_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    slice_dataset(tmp_path / "data", run, config(modalities=("t1", "t1ce", "t2", "flair")), progress=False)
+    files, info = _stored(run)
+    manifest = (run / "manifest.csv").read_text()
+    report = slice_dataset(tmp_path / "data", run, config(modalities=("t1ce",)), progress=False)
+    assert all(case.reused for case in report.cases)
+    assert _stored(run) == (files, info) == (["flair.npy", "t1.npy", "t1ce.npy", "t2.npy", "wt.npy"], info)
+    assert (run / "manifest.csv").read_text() == manifest
+    # a stored file damaged: the case is redone with all its modalities, none is dropped
+    (run / "slices" / CASES[0] / "t2.npy").unlink()
+    with pytest.warns(UserWarning, match="t2.npy is missing"):
+        report = slice_dataset(tmp_path / "data", run, config(modalities=("flair",)), progress=False)
+    assert [case.reused for case in report.cases] == [False, True, True]
+    assert _stored(run)[0] == files and _stored(run)[1]["modalities"] == ["t1", "t1ce", "t2", "flair"]
+
+
+def test_slicing_another_modality_into_a_run_folder_is_refused_and_deletes_nothing(tmp_path):
+    """The fault of issue 11: slicing t1ce into a FLAIR run folder deleted every flair.npy silently."""
+    small_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    slice_dataset(tmp_path / "data", run, config(modalities=("flair",)), progress=False)
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    with pytest.raises(slicing.RunFolderConflict) as refused:
+        slice_dataset(tmp_path / "data", run, config(modalities=("t1ce",)), progress=False)
+    message = str(refused.value)
+    assert "flair.npy of 3 case(s)" in message and "flair stored, t1ce requested" in message
+    assert str(run / "flair") in message and "--modalities" in message and "overwrite=True" in message
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+    # asked for knowingly: overwrite replaces the folder with exactly the requested modalities
+    slice_dataset(tmp_path / "data", run, config(modalities=("t1ce",)), overwrite=True, progress=False)
+    assert _stored(run)[0] == ["t1ce.npy", "wt.npy"]
+
+
+def test_an_older_storage_format_is_redone_with_a_warning(tmp_path):
+    small_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    slice_dataset(tmp_path / "data", run, config(), progress=False)
+    info_path = run / "slices" / CASES[1] / "case.json"
+    info = json.loads(info_path.read_text())
+    info["settings"]["format"] = SLICE_FORMAT - 1
+    info_path.write_text(json.dumps(info))
+    with pytest.warns(UserWarning, match=f"{CASES[1]}: it was stored in slice format {SLICE_FORMAT - 1}"):
+        report = slice_dataset(tmp_path / "data", run, config(), progress=False)
+    assert [case.reused for case in report.cases] == [True, False, True]
+
+
+def test_plan_cases_without_a_run_folder_plans_the_requested_settings(tmp_path):
+    settings = slicing.slice_settings(config())
+    assert slicing.plan_cases(tmp_path / "none" / "slices", CASES, settings) == {c: settings for c in CASES}
