@@ -182,6 +182,35 @@ def test_tumour_probability_is_exit4_sigmoid(cams, images):
     assert probability.shape == (2,) and probability.dtype == np.float32
 
 
+def test_an_all_zero_slice_gives_empty_masks_for_every_method():
+    """An all-zero slice through an instance-norm multi-exit network at 240 px: every stage is 0, each
+    exit map is its 1x1 convolution's bias (constant), and bilinear upsampling to 240 px perturbs its
+    last float bits. Min-max must not stretch that noise: every method's map is 0 and its mask empty
+    (before the float-noise rule, ame_cam / avg_me / m_f / exit4 masked 477 px here, the tester's
+    network 57,122 of 57,600). Score-CAM (one forward per channel, 512) runs on a 64 px slice; the
+    CRF mask of ame_cam_crf is checked too."""
+    from amecam_lib.evaluation import crf_masks, threshold_masks
+
+    torch.manual_seed(0)
+    net = MultiExitResNet(norm="instance").eval()
+    zero = np.zeros((1, 1, 240, 240), dtype=np.float32)
+    with torch.no_grad():
+        upsampled = upsample_maps(list(net(torch.from_numpy(zero)).maps), 240)
+    assert (upsampled.amax(dim=(2, 3)) > upsampled.amin(dim=(2, 3))).any()   # the noise is there
+    for restrict in (False, True):
+        config = EvaluationConfig(restrict_to_brain=restrict, score_cam_batch_size=512)
+        cams = CamMethods(net, AttentionNet(4).eval(), AttentionNet(2).eval(), config)
+        maps = cams.compute(zero, methods=[m for m in METHODS if m != "score_cam"])
+        if not restrict:                                              # (with it: an empty brain, zeros)
+            maps |= cams.compute(np.zeros((1, 1, 64, 64), dtype=np.float32), methods=["score_cam"])
+        assert set(maps) == set(METHODS) - ({"score_cam"} if restrict else set())
+        for name, cam in maps.items():
+            assert float(np.abs(cam).max()) == 0.0, (name, restrict)
+            masks = (crf_masks(cam, zero[:, :, :cam.shape[1], :cam.shape[2]], config, [(1.0, 1.0)])
+                     if name == "ame_cam_crf" else threshold_masks(cam, config.threshold))
+            assert not masks.any(), (name, restrict)
+
+
 def test_importing_cams_leaves_the_training_stack_out():
     """CAMs need the models and the formulas, not the training code (phases, aggregation, slices)."""
     code = "import sys, amecam_lib.cams; print(' '.join(sorted(m for m in sys.modules if m.startswith('amecam_lib'))))"

@@ -72,3 +72,22 @@ def test_grad_cam_on_the_multi_exit_network_is_exit_4s_map():
         grad_cam, exit4 = GradCam()(batch).numpy(), get_method("exit4")(batch).numpy()
         np.testing.assert_allclose(grad_cam, exit4, atol=1e-4)
         np.testing.assert_allclose(map_correlation(grad_cam, exit4), [1.0, 1.0], atol=1e-6)
+
+
+def test_a_slice_constant_up_to_float_noise_gives_empty_maps():
+    """A slice of 0.75 whose pixels differ only in their last float bits: every map is constant up to
+    float noise. pytorch-grad-cam min-max scales its map itself, (m - min) / (1e-7 + max - min), which
+    stretched that noise to [0, 1] before our n(.) could see it was constant (37 of 64 pixels >= 0.5
+    for Grad-CAM); every library method now goes through equations.normalise_maps alone -> zeros."""
+    from amecam_lib.cams.layer_cam import LayerCam
+    from amecam_lib.cams.score_cam import ScoreCam
+
+    noisy = np.full((8, 8), 0.75, dtype=np.float32)
+    bits = np.random.default_rng(0).integers(0, 4, size=(8, 8))
+    for step in range(1, 4):
+        noisy[bits >= step] = np.nextafter(noisy[bits >= step], np.float32(1.0))
+    assert noisy.max() > noisy.min()                                  # the noise is there
+    images = torch.from_numpy(noisy)[None, None]
+    for method in (GradCam(), LayerCamLast(), LayerCam(), ScoreCam()):
+        cam = method(CamBatch(images, CamNetworks(LinearStagesNet())))
+        assert cam.shape == (1, 8, 8) and float(cam.abs().max()) == 0.0, method.name

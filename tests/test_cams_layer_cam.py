@@ -32,6 +32,6 @@ def test_layer_cam_with_the_papers_fusion_by_hand():
 
 
 def test_paper_layercam_fusion_is_elementwise_max():
-    fusion = PaperLayerCAM.aggregate_multi_layers(None, [np.array([[[[0.0, 0.5], [1.0, 0.0]]]]),
-                                                         np.array([[[[0.8, 0.0], [0.0, 0.0]]]])])
+    fusion = PaperLayerCAM.fuse_layers(None, np.concatenate([np.array([[[[0.0, 0.5], [1.0, 0.0]]]]),
+                                                              np.array([[[[0.8, 0.0], [0.0, 0.0]]]])], axis=1))
     np.testing.assert_allclose(fusion, [[[0.8, 0.5], [1.0, 0.0]]], atol=1e-6)

@@ -10,7 +10,11 @@ from __future__ import annotations
 from pytorch_grad_cam import GradCAM
 
 from amecam_lib.cams.base import CamNetworks
-from amecam_lib.cams.gradient_pass import GradientCamMethod
+from amecam_lib.cams.gradient_pass import GradientCamMethod, UnscaledLayers
+
+
+class UnscaledGradCAM(UnscaledLayers, GradCAM):
+    """pytorch-grad-cam's ``GradCAM`` without the library's own min-max (:class:`UnscaledLayers`)."""
 
 
 class GradCam(GradientCamMethod):
@@ -18,5 +22,5 @@ class GradCam(GradientCamMethod):
 
     name = "grad_cam"
 
-    def cam_object(self, networks: CamNetworks) -> GradCAM:
-        return GradCAM(model=networks.tumour_logit, target_layers=list(networks.model.stages)[-1:])
+    def cam_object(self, networks: CamNetworks) -> UnscaledGradCAM:
+        return UnscaledGradCAM(model=networks.tumour_logit, target_layers=list(networks.model.stages)[-1:])

@@ -12,6 +12,13 @@ activations and gradients, so when several are asked for on one batch the pass r
   ``aggregate_multi_layers`` (the public steps ``BaseCAM.forward`` runs), on what they recorded.
 
 Same maps as calling each object on its own (a test checks it).
+
+n(.) is ours, not the library's: pytorch-grad-cam min-max scales every layer's map itself
+(``scale_cam_image``: ``(map - min) / (1e-7 + max - min)``, before resizing), which turns a map that
+is constant up to float noise into one that spans [0, 1]; once scaled, our float-noise rule
+(:func:`amecam_lib.equations.normalise_maps`) can no longer see that the map was constant. Every
+pytorch-grad-cam class used here therefore goes through :class:`UnscaledLayers`: the layers' maps
+are upsampled unscaled, and the only min-max is ``normalise_maps``.
 """
 
 from __future__ import annotations
@@ -21,11 +28,56 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from amecam_lib.cams.base import CamBatch, CamMethod, CamNetworks, SharedPass
 from amecam_lib.equations import normalise_maps
+
+
+class UnscaledLayers:
+    """Mixin for a pytorch-grad-cam class (``class X(UnscaledLayers, GradCAM)``): the library's
+    ``forward`` with its two documented extension points replaced, so that no map is min-max scaled
+    by the library.
+
+    ``compute_cam_per_layer``: per target layer, the library's ``get_cam_image`` (the method's own
+    formula), ``ReLU``, :meth:`scale_layer` (identity here; the LayerCAM paper's fusion overrides it),
+    upsampled bilinearly to the input size (torch, ``align_corners=False``, as the exit maps) --
+    without the library's per-layer min-max. ``aggregate_multi_layers``: :meth:`fuse_layers` (the
+    mean over layers here), then :func:`amecam_lib.equations.normalise_maps` (constant or
+    float-noise maps -> zeros). With one target layer (Grad-CAM, LayerCAM last, Score-CAM) the map
+    equals the library's up to that constant-map rule and float rounding (min-max commutes with
+    bilinear resizing).
+    """
+
+    def scale_layer(self, layer_map: np.ndarray, index: int) -> np.ndarray:
+        """One target layer's ``(B, h, w)`` map after ReLU, before upsampling (identity)."""
+        return layer_map
+
+    def fuse_layers(self, layer_maps: np.ndarray) -> np.ndarray:
+        """``(B, L, H, W)`` upsampled layer maps -> ``(B, H, W)``: the mean over the L layers."""
+        return layer_maps.mean(axis=1)
+
+    def compute_cam_per_layer(self, input_tensor, targets, eigen_smooth):
+        activations_list = [a.cpu().data.numpy() for a in self.activations_and_grads.activations]
+        grads_list = [g.cpu().data.numpy() for g in self.activations_and_grads.gradients]
+        height, width = input_tensor.shape[-2:]
+        per_layer = []
+        for index, target_layer in enumerate(self.target_layers):
+            layer_activations = activations_list[index] if index < len(activations_list) else None
+            layer_grads = grads_list[index] if index < len(grads_list) else None   # Score-CAM: none
+            layer_map = np.maximum(self.get_cam_image(input_tensor, target_layer, targets, layer_activations,
+                                                      layer_grads, eigen_smooth), 0)
+            layer_map = np.ascontiguousarray(self.scale_layer(layer_map, index), dtype=np.float32)
+            upsampled = F.interpolate(torch.from_numpy(layer_map)[:, None], size=(height, width),
+                                      mode="bilinear", align_corners=False)
+            per_layer.append(upsampled.numpy())
+        return per_layer
+
+    def aggregate_multi_layers(self, cam_per_target_layer):
+        fused = self.fuse_layers(np.concatenate(cam_per_target_layer, axis=1))
+        return normalise_maps(torch.from_numpy(np.ascontiguousarray(fused, dtype=np.float32))).numpy()
 
 
 class GradientPass(SharedPass):
@@ -72,8 +124,8 @@ GRADIENTS = GradientPass()
 class GradientCamMethod(CamMethod):
     """A baseline computed by a pytorch-grad-cam class from the stage activations and gradients.
 
-    Subclasses implement :meth:`cam_object`; the map is the library's output, min-max normalised
-    (over the brain only when the batch restricts maps to the brain: min-max is invariant to a
+    Subclasses implement :meth:`cam_object` (a pytorch-grad-cam class with :class:`UnscaledLayers`
+    mixed in); the map is the library's formula, min-max normalised by ``normalise_maps`` (over the brain only when the batch restricts maps to the brain: min-max is invariant to a
     positive affine change, so renormalising the whole-slice map over the brain equals
     normalising the library's map over the brain).
     """

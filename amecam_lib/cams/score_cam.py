@@ -19,6 +19,13 @@ from pytorch_grad_cam import ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from amecam_lib.cams.base import CamBatch, CamMethod
+from amecam_lib.cams.gradient_pass import UnscaledLayers
+
+
+class UnscaledScoreCAM(UnscaledLayers, ScoreCAM):
+    """pytorch-grad-cam's ``ScoreCAM`` without the library's own min-max of the final map
+    (:class:`~amecam_lib.cams.gradient_pass.UnscaledLayers`; the channel masks it scores are still
+    the library's, each channel min-max scaled as Score-CAM defines)."""
 
 
 class ScoreCam(CamMethod):
@@ -37,7 +44,7 @@ class ScoreCam(CamMethod):
         networks = batch.networks
         targets = [ClassifierOutputTarget(0)] * batch.images.shape[0]
         cam_maps = None
-        with torch.enable_grad(), ScoreCAM(model=networks.tumour_logit,
+        with torch.enable_grad(), UnscaledScoreCAM(model=networks.tumour_logit,
                                            target_layers=list(networks.model.stages)[-1:]) as cam:
             cam.batch_size = networks.score_cam_batch_size
             with _without_progress_bars():
