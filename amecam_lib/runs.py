@@ -8,9 +8,17 @@ helpers here turn those ``None`` into the project defaults (the preset's geometr
 crop for ``demo``, see :mod:`amecam_lib.config`), so that a notebook opened by hand and a notebook
 run by papermill (``data_scripts/run_pipeline.py``) resolve the same settings the same way.
 
+Every notebook checks its ``parameters`` cell right after it with :func:`check_parameters`:
+papermill's ``-p NAME VALUE`` turns ``True``/``False``/``None`` and numbers into Python values but
+leaves anything else text (``-p interactive false`` gives the string ``"false"``, which is truthy;
+``-p crop_size "[160, 192]"`` a string), so each value is checked against its expected type
+(:data:`NOTEBOOK_PARAMETERS`) and the plain text forms are converted.
+
 Example::
 
-    >>> from amecam_lib.runs import default_run_dir, notebook_preset
+    >>> from amecam_lib.runs import check_parameters, default_run_dir, notebook_preset
+    >>> check_parameters({"interactive": "false", "crop_size": "[160, 192]", "seed": "3"})
+    {'interactive': False, 'crop_size': (160, 192), 'seed': 3}
     >>> default_run_dir("smoke", "flair").name
     'smoke_flair'
     >>> notebook_preset("smoke", "t2", image_size=48).data.image_size
@@ -21,8 +29,14 @@ Example::
 
 from __future__ import annotations
 
+import ast
+import math
 import os
+import re
+import types
+import typing
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -30,6 +44,163 @@ from amecam_lib.config import MODALITIES, Preset, default_data_dir, get_preset
 
 REPO_ROOT: Path = Path(__file__).resolve().parent.parent
 """The repository root (the folder that holds ``amecam_lib/``)."""
+
+
+NOTEBOOK_PARAMETERS: dict[str, Any] = {
+    "data_dir": str | None,            # a path (str or os.PathLike); None: the default data folder
+    "run_dir": str | None,             # a path; None: runs/<preset>_<modality>
+    "modality": str,
+    "preset": str,
+    "image_size": int | None,
+    "crop_size": tuple[int, int] | None,
+    "crop_zoom": float | None,
+    "split_file": str | None,          # a path
+    "workers": int,
+    "seed": int,
+    "epochs": int | None,
+    "device": str,
+    "interactive": bool,
+    "skip_unreadable": bool,
+}
+"""Expected type of every ``parameters``-cell name of the series (one table for the five notebooks:
+a name means the same everywhere). ``X | None``: None allowed (the default is None); ``str``
+accepts ``os.PathLike`` too (paths); ``tuple[int, int]``: exactly two ints."""
+
+TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
+FALSE_WORDS = frozenset({"false", "no", "off", "0"})
+NONE_WORDS = frozenset({"none", "null", ""})
+"""Text forms converted by :func:`check_parameters` (case and surrounding spaces ignored)."""
+
+
+class ParameterError(ValueError):
+    """A notebook parameter whose value does not have (and cannot plainly be read as) its type."""
+
+
+def check_parameters(values: Mapping[str, Any], types: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Check a notebook's parameters against their expected types; convert the plain text forms.
+
+    Run right after the ``parameters`` cell, because papermill's ``-p NAME VALUE`` passes text for
+    anything but ``True``, ``False``, ``None`` and numbers (``-p interactive false`` gives
+    ``"false"``, a truthy string). Conversions (nothing else is guessed):
+
+    - ``bool``: ``True``/``False``; the ints 1/0 (papermill reads ``-p x 1`` as 1); the text
+      ``true/yes/on/1`` and ``false/no/off/0``, any case.
+    - ``int``: an int (not a bool), a float without fraction (``5.0``), or integer text (``"12"``).
+    - ``float``: an int or float (not a bool), or number text (``"0.4"``); finite only.
+    - ``str``: text or an ``os.PathLike``, kept as given. A number is refused: papermill turned the
+      text into a number, pass it raw with ``papermill -r NAME VALUE``.
+    - ``tuple[int, int]`` (``crop_size``): a list or tuple of two ints (papermill ``-y`` gives a
+      list), or text such as ``"[160, 192]"``, ``"160, 192"``, ``"160 192"`` or ``"160x192"``;
+      returned as a tuple.
+    - ``X | None``: ``None``, or the text ``none``/``null`` or the empty text, gives None.
+
+    Args:
+        values: ``{name: value}`` as the parameters cell (and papermill) left them.
+        types: ``{name: type}`` (default :data:`NOTEBOOK_PARAMETERS`); a type is ``bool``, ``int``,
+            ``float``, ``str``, ``tuple[int, ...]`` / ``tuple[int, int]``, or one of those ``| None``.
+
+    Returns:
+        ``{name: value}`` in the order of ``values``, each of its type.
+
+    Raises:
+        ParameterError (a ``ValueError``): one message naming every parameter that is unknown to
+            ``types`` or has a value that is not of (or plainly convertible to) its type, with the
+            value given and the type expected.
+    """
+    types = NOTEBOOK_PARAMETERS if types is None else types
+    checked, problems = {}, []
+    for name, value in values.items():
+        if name not in types:
+            problems.append(f"parameter {name!r} is not a known notebook parameter (known: {sorted(types)})")
+            continue
+        try:
+            checked[name] = _check_value(value, types[name])
+        except ValueError as error:
+            problems.append(f"parameter {name} = {value!r} ({type(value).__name__}): expected {error}")
+    if problems:
+        raise ParameterError("; ".join(problems))
+    return checked
+
+
+def _check_value(value: Any, expected: Any) -> Any:
+    """``value`` as type ``expected`` (see :func:`check_parameters`); ValueError(what was expected)."""
+    options = typing.get_args(expected) if isinstance(expected, types.UnionType) else (expected,)
+    allows_none = type(None) in options
+    kinds = [option for option in options if option is not type(None)]
+    if len(kinds) != 1:
+        raise TypeError(f"unsupported parameter type {expected!r}")
+    kind = kinds[0]
+    if allows_none and (value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS)):
+        return None
+    try:
+        return _convert(value, kind)
+    except ValueError as error:
+        raise ValueError(f"{error}{' or None' if allows_none else ''}") from None
+
+
+def _convert(value: Any, kind: Any) -> Any:
+    """``value`` as ``kind`` (bool, int, float, str, tuple[...]); ValueError naming the type."""
+    text = value.strip() if isinstance(value, str) else None
+    if kind is bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, (int, np.integer)) and value in (0, 1):
+            return bool(value)
+        if text is not None and text.lower() in TRUE_WORDS | FALSE_WORDS:
+            return text.lower() in TRUE_WORDS
+        raise ValueError("a bool (True / False, or the text true/false, yes/no, on/off, 1/0)")
+    if kind is int:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            return int(value)
+        if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+            return int(value)
+        if text is not None and re.fullmatch(r"[+-]?\d+", text):
+            return int(text)
+        raise ValueError("an int")
+    if kind is float:
+        number = None
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+            number = float(value)
+        elif text is not None:
+            try:
+                number = float(text)
+            except ValueError:
+                number = None
+        if number is None or not math.isfinite(number):
+            raise ValueError("a finite float")
+        return number
+    if kind is str:
+        if isinstance(value, (str, os.PathLike)):
+            return value
+        raise ValueError("text (papermill reads a number-like value as a number: pass it with -r NAME VALUE)")
+    if typing.get_origin(kind) is tuple:
+        return _convert_tuple(value, typing.get_args(kind))
+    raise TypeError(f"unsupported parameter type {kind!r}")
+
+
+def _convert_tuple(value: Any, item_types: tuple) -> tuple:
+    """``value`` (a list/tuple, or text of one) as a tuple of ``item_types`` (``(int, ...)``: any length)."""
+    any_length = len(item_types) == 2 and item_types[1] is Ellipsis
+    wanted = (f"a list of {item_types[0].__name__}s" if any_length else
+              f"a list of {len(item_types)} {'/'.join(sorted({t.__name__ for t in item_types}))}s, e.g. [160, 192]")
+    items = value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            items = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            items = [part for part in re.split(r"[\s,x]+", text.strip("[]() ")) if part]
+        if isinstance(items, (int, float)):
+            items = [items]
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(wanted)
+    per_item = [item_types[0]] * len(items) if any_length else list(item_types)
+    if len(items) != len(per_item):
+        raise ValueError(wanted)
+    try:
+        return tuple(_convert(item, item_type) for item, item_type in zip(items, per_item))
+    except ValueError:
+        raise ValueError(wanted) from None
 
 
 def check_modality(modality: str) -> str:

@@ -104,6 +104,37 @@ def test_parameters_are_the_series_parameters(name):
 
 
 @pytest.mark.parametrize("name", EXPECTED)
+def test_parameters_are_checked_right_after_the_parameters_cell(name):
+    """The cell after the tagged one (untagged) checks every declared parameter with
+    runs.check_parameters; run as papermill would, `-p interactive false` and `-p crop_size
+    "[160, 192]"` end as False and (160, 192), and a wrong value stops the notebook there."""
+    from papermill.cli import _resolve_type
+    from papermill.translators import translate_parameters
+
+    cells = _read(NOTEBOOK_DIR / name).cells
+    tagged = next(i for i, cell in enumerate(cells) if "parameters" in _tags(cell))
+    check = cells[tagged + 1]
+    assert check.cell_type == "code" and "check_parameters(" in check.source and not _tags(check)
+    declared = papermill.inspect_notebook(str(NOTEBOOK_DIR / name))
+    checked = next(node for node in ast.walk(ast.parse(check.source))
+                   if isinstance(node, ast.Assign) and node.targets[0].id == "parameters")
+    assert set(ast.literal_eval(checked.value)) == set(declared), "every declared parameter is checked"
+
+    from_cli = {"crop_size": "[160, 192]", "seed": "3"} | ({"interactive": "false"} if "interactive" in declared else {})
+    injected = translate_parameters("python3", "python", {k: _resolve_type(v) for k, v in from_cli.items()})
+    namespace = {}
+    exec("from amecam_lib.runs import check_parameters", namespace)
+    for source in (cells[tagged].source, injected, check.source):
+        exec(source, namespace)
+    assert namespace["crop_size"] == (160, 192) and namespace["seed"] == 3
+    if "interactive" in declared:
+        assert namespace["interactive"] is False
+    namespace["seed"] = "three"
+    with pytest.raises(ValueError, match="parameter seed = 'three'"):
+        exec(check.source, namespace)
+
+
+@pytest.mark.parametrize("name", EXPECTED)
 def test_notebook_defines_no_long_function(name):
     for index, cell in enumerate(_read(NOTEBOOK_DIR / name).cells):
         if cell.cell_type != "code":

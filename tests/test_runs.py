@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
+import re
+
 import numpy as np
 import pytest
 
 from amecam_lib.config import default_data_dir
-from amecam_lib.runs import (REPO_ROOT, default_run_dir, example_indices, hard_examples, list_outputs,
-                             notebook_preset, resolve_data_dir, resolve_run_dir, select_maps,
-                             tumour_examples)
+from amecam_lib.runs import (NOTEBOOK_PARAMETERS, REPO_ROOT, ParameterError, check_parameters, default_run_dir,
+                             example_indices, hard_examples, list_outputs, notebook_preset, resolve_data_dir,
+                             resolve_run_dir, select_maps, tumour_examples)
 
 
 def test_default_run_dir_is_under_the_ignored_runs_folder():
@@ -124,3 +127,76 @@ def test_run_pipeline_bad_paths_give_one_line_and_exit_2(tmp_path):
         assert done.returncode == 2, done.stderr
         assert expected in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()  # a bad geometry is refused before the run folder is made
+
+
+# --- check_parameters: what papermill -p leaves in a parameters cell ---------------------------------
+
+@pytest.mark.parametrize("given, expected", [
+    ("false", False), ("False", False), (" NO ", False), ("off", False), ("0", False), (0, False), (False, False),
+    ("true", True), ("TRUE", True), ("yes", True), ("on", True), ("1", True), (1, True), (True, True),
+    (np.bool_(True), True)])
+def test_bools_from_papermill_text(given, expected):
+    """papermill -p interactive false injects the string "false", which is truthy: it must become False."""
+    checked = check_parameters({"interactive": given})["interactive"]
+    assert checked is expected
+
+
+@pytest.mark.parametrize("given", ["maybe", "", 2, -1, 0.5, None, [True]])
+def test_bools_refuse_anything_else(given):
+    with pytest.raises(ParameterError, match=r"parameter interactive = .* expected a bool"):
+        check_parameters({"interactive": given})
+
+
+def test_numbers_paths_and_none():
+    checked = check_parameters({"seed": "7", "workers": 2.0, "epochs": "None", "image_size": "null",
+                                "crop_zoom": "0.4", "data_dir": "", "run_dir": REPO_ROOT, "split_file": "s.csv",
+                                "device": "cuda:0", "modality": "t1ce", "preset": "smoke"})
+    assert checked == {"seed": 7, "workers": 2, "epochs": None, "image_size": None, "crop_zoom": 0.4,
+                       "data_dir": None, "run_dir": REPO_ROOT, "split_file": "s.csv", "device": "cuda:0",
+                       "modality": "t1ce", "preset": "smoke"}
+    assert type(checked["seed"]) is int and type(checked["crop_zoom"]) is float
+    assert check_parameters({"crop_zoom": 1})["crop_zoom"] == 1.0 and check_parameters({"seed": 3}) == {"seed": 3}
+
+
+@pytest.mark.parametrize("given", ["[160, 192]", "(160, 192)", "160, 192", "160 192", "160x192", [160, 192],
+                                   (160, 192), ["160", "192"], [160.0, 192.0]])
+def test_crop_size_from_text_or_a_list(given):
+    assert check_parameters({"crop_size": given})["crop_size"] == (160, 192)
+
+
+@pytest.mark.parametrize("name, given, expected", [
+    ("seed", True, "an int"), ("seed", "1.5", "an int"), ("workers", 2.5, "an int"), ("epochs", "five", "an int or None"),
+    ("crop_zoom", "nan", "a finite float or None"), ("crop_zoom", False, "a finite float"),
+    ("crop_size", "[160, 192, 3]", "a list of 2 ints"), ("crop_size", 160, "a list of 2 ints"),
+    ("crop_size", "[160, 19.5]", "a list of 2 ints"), ("modality", 1, "text"), ("run_dir", 2024, r"-r NAME VALUE")])
+def test_a_bad_value_names_the_parameter_the_value_and_the_type(name, given, expected):
+    with pytest.raises(ParameterError) as caught:
+        check_parameters({name: given})
+    message = str(caught.value)
+    assert message.startswith(f"parameter {name} = {given!r} ({type(given).__name__}): expected ")
+    assert re.search(expected, message), message
+
+
+def test_every_problem_is_reported_at_once_and_unknown_names_refused():
+    with pytest.raises(ParameterError) as caught:
+        check_parameters({"interactive": "maybe", "seed": "x", "intractive": True})
+    message = str(caught.value)
+    assert "parameter interactive = 'maybe'" in message and "parameter seed = 'x'" in message
+    assert "'intractive' is not a known notebook parameter" in message
+    assert issubclass(ParameterError, ValueError)
+
+
+def test_other_types_can_be_given():
+    assert check_parameters({"sizes": "[1, 2, 3]"}, {"sizes": tuple[int, ...]}) == {"sizes": (1, 2, 3)}
+    assert check_parameters({"scale": "2"}, {"scale": float}) == {"scale": 2.0}
+
+
+def test_the_series_parameters_are_all_typed():
+    """Every name a notebook's parameters cell declares has a type here, and the cell's defaults pass."""
+    import papermill
+
+    for notebook in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
+        declared = papermill.inspect_notebook(str(notebook))
+        assert set(declared) <= set(NOTEBOOK_PARAMETERS), f"{notebook.name}: {set(declared) - set(NOTEBOOK_PARAMETERS)}"
+        defaults = {name: ast.literal_eval(spec["default"]) for name, spec in declared.items()}
+        assert check_parameters(defaults) == defaults, notebook.name
