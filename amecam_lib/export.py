@@ -8,7 +8,11 @@ the original MRI, the slice masks of a case are put back at their ``z`` in a vol
 original shape: upsampled with nearest neighbour (pixel centre aligned, the inverse of the
 slicer's ``nearest-exact`` mask resize) to the window's size when the slices were resampled,
 placed at the window (:attr:`amecam_lib.slices.CaseInfo.window`; the whole slice without a crop),
-and saved with the case's original affine as ``uint8`` (1 = tumour). Everything outside the crop
+and saved with the case's original affine as ``uint8`` (1 = tumour). The source's spatial header
+is copied as it is: qform and sform with their codes, ``pixdim``, the units (``xyzt_units``) and
+``dim_info``, read from the case's segmentation at slicing time (``case.json``,
+:data:`amecam_lib.volumes.SPATIAL_HEADER_FIELDS`); a viewer that chooses between qform and sform
+by their codes places the mask exactly where it places the MRI. Everything outside the crop
 window is 0, and so are slices that were not evaluated (dropped by slicing, or outside the test
 selection): a 3-D score on the original grid counts tumour cut by the crop as missed.
 
@@ -30,6 +34,7 @@ import numpy as np
 
 from amecam_lib.atomic import atomic_path
 from amecam_lib.slices import CaseInfo, read_case_info
+from amecam_lib.volumes import AFFINE_TOLERANCE_MM
 
 
 def upsample_nearest(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -85,6 +90,36 @@ def case_mask_volume(info: CaseInfo, masks, z: Sequence[int]) -> np.ndarray:
     return volume
 
 
+def mask_image(volume: np.ndarray, info: CaseInfo) -> nib.Nifti1Image:
+    """A ``uint8`` NIfTI-1 image of ``volume`` placed as the case's source files are.
+
+    With the source's spatial header in ``info.spatial_header`` (every case sliced since it was
+    stored), those fields are copied unchanged (qform and sform with their codes, ``pixdim``,
+    ``xyzt_units``, ``dim_info``), so the image's affine is the source's best affine, the one
+    ``case.json`` stores. A folder sliced before: nibabel's defaults for ``info.affine`` (sform
+    code 2 "aligned", qform code 0); slicing again stores the header.
+
+    Raises:
+        ValueError: the copied header's affine differs from ``info.affine`` (a ``case.json`` edited
+            by hand, or written from other files).
+    """
+    fields = info.spatial_header
+    if not fields:
+        image = nib.Nifti1Image(volume, info.affine)
+        image.header.set_data_dtype(np.uint8)
+        return image
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.uint8)
+    header.set_data_shape(volume.shape)
+    for name, value in fields.items():
+        header[name] = value
+    image = nib.Nifti1Image(volume, header.get_best_affine(), header=header)   # header kept as it is
+    if not np.allclose(image.affine, info.affine, rtol=0.0, atol=AFFINE_TOLERANCE_MM):
+        raise ValueError(f"case {info.case_id}: the stored spatial header places the volume at\n{image.affine}\n"
+                         f"but case.json's affine is\n{info.affine}")
+    return image
+
+
 def mask_file_name(case_id: str, modality: str, method: str) -> str:
     """``<case_id>_<modality>_<method>.nii.gz``: the file name of one exported mask volume.
 
@@ -135,8 +170,7 @@ def export_case_masks(run_dir: str | Path, modality: str, method: str, masks, ca
         info = read_case_info(run_dir, case_id)
         selected = np.flatnonzero(case_ids == case_id)
         volume = case_mask_volume(info, masks[selected], z[selected])
-        image = nib.Nifti1Image(volume, info.affine)
-        image.header.set_data_dtype(np.uint8)
+        image = mask_image(volume, info)
         image.header["descrip"] = f"AME-CAM tutorial {method} {modality}"[:79].encode()
         target = out_dir / mask_file_name(case_id, modality, method)
         with atomic_path(target) as tmp:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +93,9 @@ class CaseInfo:
         brain_outside, tumour_outside: brain and whole-tumour voxels outside the crop window (0
             without a crop, or when the brain fits).
         settings: the slicing settings the folder was made with.
+        spatial_header: the source segmentation's NIfTI spatial header fields
+            (:func:`amecam_lib.volumes.spatial_header`: qform, sform, their codes, pixdim, units);
+            empty for a folder sliced before they were stored.
     """
 
     case_id: str
@@ -106,6 +109,7 @@ class CaseInfo:
     settings: dict
     brain_outside: int = 0
     tumour_outside: int = 0
+    spatial_header: dict = field(default_factory=dict)
 
     @property
     def window(self) -> tuple[int, int, int, int]:
@@ -209,7 +213,8 @@ def read_case_info(run_dir: str | Path, case_id: str) -> CaseInfo:
                     z=np.asarray(info["z"], dtype=np.int64), image_shape=image_shape,
                     crop_box=crop_box, settings=info["settings"],
                     brain_outside=int(outside.get("brain_voxels", 0)),
-                    tumour_outside=int(outside.get("tumour_voxels", 0)))
+                    tumour_outside=int(outside.get("tumour_voxels", 0)),
+                    spatial_header=dict(info.get("spatial_header") or {}))
 
 
 def select_slices(run_dir: str | Path, modality: str, split: str,

@@ -27,7 +27,8 @@ takes ~80 MB (4 x 17.9 MB images + 8.9 MB mask; ~100 GB for BraTS 2021); 128 px 
     RUN/slices/<case_id>/wt.npy           (Z_kept, H, W) bool, whole tumour (nearest)
     RUN/slices/<case_id>/slices.csv       this case's manifest rows (without split)
     RUN/slices/<case_id>/case.json        release, modalities, shape, affine, z, image_shape,
-                                          crop_box, brain_box, outside_window, settings
+                                          crop_box, brain_box, outside_window, settings, sources,
+                                          spatial_header (the segmentation's, for the export)
     RUN/manifest.csv                      case_id,z,label,tumour_pixels,brain_pixels,ambiguous,kept,reason,split,row
     RUN/split.csv                         case_id,split
 
@@ -695,7 +696,7 @@ def _slice_case(task) -> CaseReport:
                            if crop_box is None else
                            "row r of each .npy = volume[row0:row0+height, col0:col0+width, z[r]] "
                            "(crop_box) resized to image_shape"),
-            "settings": settings, "sources": sources}
+            "settings": settings, "sources": sources, "spatial_header": volumes.spatial_header}
     with atomic_dir(target) as folder:
         for modality in settings["modalities"]:
             np.save(folder / f"{modality}.npy",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -31,6 +31,17 @@ from amecam_lib.releases import (NIFTI_SUFFIXES, BratsDataError, Release, detect
 
 AFFINE_TOLERANCE_MM = 1e-3
 """Largest difference (mm) between two affines that still counts as the same grid."""
+
+SPATIAL_HEADER_FIELDS: tuple[str, ...] = (
+    "qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y",
+    "qoffset_z", "srow_x", "srow_y", "srow_z", "pixdim", "xyzt_units", "dim_info")
+"""NIfTI-1 header fields that place a volume in space: the qform (code, quaternion, offsets; its
+voxel sizes and handedness are in ``pixdim``), the sform (code, three rows), the voxel sizes
+(``pixdim``), the units of space and time (``xyzt_units``) and the frequency / phase / slice
+dimensions (``dim_info``). A viewer picks the qform or the sform by their codes, so a mask
+written with the source's affine but other codes may be placed differently: exported masks copy
+these fields from the case's segmentation (:func:`spatial_header`,
+:func:`amecam_lib.export.export_case_masks`)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,8 @@ class CaseVolumes:
         images: modality -> ``(X, Y, Z) float32`` in ``[0, 1]`` (per-volume min-max), or the
             stored intensities when loaded with ``normalise=False``.
         seg: ``(X, Y, Z) uint8`` label map with values in ``release.labels``.
+        spatial_header: the segmentation file's :func:`spatial_header` (qform, sform, their
+            codes, voxel sizes, units), JSON-ready.
     """
 
     case_id: str
@@ -76,6 +89,7 @@ class CaseVolumes:
     affine: np.ndarray
     images: dict[str, np.ndarray]
     seg: np.ndarray
+    spatial_header: dict = field(default_factory=dict)
 
     @property
     def whole_tumour(self) -> np.ndarray:
@@ -189,7 +203,20 @@ def load_case(case: CaseFiles, modalities: tuple[str, ...] | list[str] = MODALIT
         images[modality] = normalise_min_max(raw) if normalise else raw
     seg = check_labels(_read(case.seg, headers["seg"]), case.release, case.seg, case.case_id)
     return CaseVolumes(case_id=case.case_id, release=case.release, shape=shape, affine=affine,
-                       images=images, seg=seg)
+                       images=images, seg=seg, spatial_header=spatial_header(headers["seg"].header))
+
+
+def spatial_header(header: nib.Nifti1Header) -> dict:
+    """The fields of a NIfTI header that place the volume in space (:data:`SPATIAL_HEADER_FIELDS`),
+    as plain Python numbers and lists (for ``case.json``); :func:`amecam_lib.export.export_case_masks`
+    writes them back unchanged. A NIfTI-2 or Analyze header gives the fields it has."""
+    fields = {}
+    for name in SPATIAL_HEADER_FIELDS:
+        try:
+            fields[name] = np.asarray(header[name]).tolist()
+        except (KeyError, ValueError):
+            continue
+    return fields
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -77,6 +79,50 @@ def test_two_modalities_export_side_by_side(tmp_path):
     assert np.asarray(nib.load(t1ce[0]).dataobj).sum() == 0
     with pytest.raises(ValueError, match="modality"):
         mask_file_name(CASES[0], "../flair", "ame_cam")
+
+
+def test_exported_masks_copy_the_source_spatial_header(tmp_path):
+    """Source files with qform code 1 (scanner) and sform code 4 (MNI), qform != sform, units mm / ms,
+    2 mm voxels: the exported mask has the same codes, qform, sform (hence affine), pixdim and units
+    (before: nibabel's defaults, qform code 0, sform code 2, units unknown)."""
+    qform = np.array([[-2.0, 0, 0, 90], [0, -2.0, 0, 126], [0, 0, 2.0, -72], [0, 0, 0, 1]])
+    sform = qform.copy()
+    sform[:3, 3] += [0.5, -0.25, 2.0]
+    folders = [write_case(tmp_path / "data", case_id, shape=(16, 16, 5)) for case_id in CASES]
+    folder = folders[0]
+    for path in sorted(path for case_folder in folders for path in case_folder.glob("*.nii.gz")):
+        source = nib.load(path)
+        image = nib.Nifti1Image(np.asarray(source.dataobj), None, header=source.header)
+        image.header.set_qform(qform, code=1)
+        image.header.set_sform(sform, code=4)
+        image.header.set_xyzt_units("mm", "msec")
+        nib.save(image, path)
+    slice_dataset(tmp_path / "data", tmp_path / "run", DataConfig(modalities=("flair",), image_size=8,
+                  val_fraction=0.1, test_fraction=0.1), progress=False)
+    source = nib.load(folder / f"{CASES[0]}_seg.nii.gz")
+    path, = export_case_masks(tmp_path / "run", "flair", "ame_cam", np.ones((2, 8, 8), bool), [CASES[0]] * 2, [1, 3])
+    exported = nib.load(path)
+    header = exported.header
+    assert (int(header["qform_code"]), int(header["sform_code"])) == (1, 4)
+    np.testing.assert_allclose(header.get_qform(), qform, atol=1e-5)
+    np.testing.assert_allclose(header.get_sform(), sform, atol=1e-5)
+    np.testing.assert_allclose(exported.affine, source.affine, atol=1e-5)
+    assert header.get_xyzt_units() == ("mm", "msec") and header.get_zooms() == (2.0, 2.0, 2.0)
+    for name in ("pixdim", "quatern_b", "quatern_c", "quatern_d", "qoffset_x", "srow_x", "srow_z", "dim_info"):
+        np.testing.assert_array_equal(header[name][:4] if name == "pixdim" else header[name],
+                                      source.header[name][:4] if name == "pixdim" else source.header[name])
+    assert header.get_data_dtype() == np.uint8 and exported.shape == (16, 16, 5)
+    assert np.asarray(exported.dataobj)[:, :, [1, 3]].all()
+
+
+def test_a_folder_sliced_before_the_header_was_stored_exports_with_its_affine(tmp_path):
+    run, _ = _sliced(tmp_path, 16, 16)
+    info_path = run / "slices" / CASES[0] / "case.json"
+    info = json.loads(info_path.read_text())
+    del info["spatial_header"]
+    info_path.write_text(json.dumps(info))
+    path, = export_case_masks(run, "flair", "m", np.zeros((1, 16, 16), bool), [CASES[0]], [1])
+    np.testing.assert_allclose(nib.load(path).affine, AFFINE)
 
 
 def test_bad_inputs(tmp_path):
