@@ -5,7 +5,19 @@ Each notebook of ``notebooks/`` is executed in order (kernel ``python3``) with t
 parameters; the executed copies land in the run folder (``RUN/01_slicing.ipynb`` ...), next to
 what they wrote (slices, checkpoints, ``results.csv``, figures, NIfTI masks). At the end the
 script prints the Table-1-style result (``RUN/results.md``) and the wall time of every notebook
-(also written to ``RUN/timings.csv``).
+(also written to ``RUN/timings.csv``), and writes ``RUN/report.html``: the executed notebooks as
+one self-contained page with a table of contents, the results, the run's settings and the wall
+times (:mod:`amecam_lib.report`).
+
+A run folder belongs to one preset, slice geometry and seed (``RUN/run.json``,
+:mod:`amecam_lib.run_record`): a run with other ones into the same folder is refused (exit
+status 2) before anything is written; another modality is welcome (its files sit beside the
+first's).
+
+``--modality all`` runs the series for t1, t1ce, t2 and flair, one run folder each
+(``OUT/<preset>_<modality>/``, default ``OUT`` = ``runs/<preset>_all``), then writes
+``OUT/results.csv``, ``OUT/results_3d.csv`` (the four modalities' rows), ``OUT/results_table1.md``
+(the paper's Table 1 with four blocks, beside the paper's numbers) and ``OUT/timings.csv``.
 
 If a notebook fails, the script stops and exits with status 1, naming the notebook, the cell and
 the error; the executed notebook (with the traceback in the failing cell) stays in RUN/.
@@ -15,6 +27,7 @@ Examples::
     python data_scripts/run_pipeline.py --preset smoke --out /tmp/smoke_run
     python data_scripts/run_pipeline.py --preset demo --modality t1ce --data-dir /data/BraTS2021
     python data_scripts/run_pipeline.py --preset demo --image-size 128   # resample to 128 px instead of the demo's crop
+    python data_scripts/run_pipeline.py --preset demo --modality all    # Table 1: t1, t1ce, t2, flair
 """
 
 from __future__ import annotations
@@ -24,11 +37,14 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import papermill
 from papermill.exceptions import PapermillExecutionError
 
 from amecam_lib.atomic import write_text
 from amecam_lib.config import MODALITIES, PRESET_NAMES
+from amecam_lib.report import report_settings, table1_markdown, write_report
+from amecam_lib.run_record import RunSettingsConflict, check_run_folder, run_settings, write_run_record
 from amecam_lib.runs import REPO_ROOT, notebook_preset, resolve_data_dir, resolve_run_dir
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -42,12 +58,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=PRESET_NAMES, default="demo",
                         help="settings of every phase (default: demo, CPU-sized)")
-    parser.add_argument("--modality", choices=MODALITIES, default="flair",
-                        help="the MRI modality to train and evaluate on (default: flair)")
+    parser.add_argument("--modality", choices=(*MODALITIES, "all"), default="flair",
+                        help="the MRI modality to train and evaluate on (default: flair); 'all': the "
+                             "series for each of the four, one run folder each under --out, and Table 1")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="BraTS root (default: $AMECAM_DATA_DIR or the bundled sample)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="run folder (default: runs/<preset>_<modality> in the repository)")
+                        help="run folder (default: runs/<preset>_<modality> in the repository; with "
+                             "--modality all the folder that holds the four run folders)")
     parser.add_argument("--split-file", type=Path, default=None,
                         help="CSV case_id,split with a patient-level split to use instead of the seed")
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ...")
@@ -93,23 +111,33 @@ def failure_message(notebook: str, error: PapermillExecutionError) -> str:
 
 
 def run_series(args: argparse.Namespace) -> int:
-    """Execute the notebooks; return the process exit status (0 ok, 1 a notebook failed,
-    2 a bad data folder, run folder or geometry)."""
+    """Execute the notebooks; return the process exit status (0 ok, 1 a notebook failed or the
+    report could not be written, 2 a bad data folder, run folder or geometry, or a run folder made
+    with another preset, geometry or seed)."""
+    if args.modality == "all":
+        return run_all_modalities(args)
     try:
         data_dir = resolve_data_dir(args.data_dir)
         run_dir = resolve_run_dir(args.out, args.preset, args.modality).resolve()
         if run_dir.exists() and not run_dir.is_dir():
             raise NotADirectoryError(f"--out {run_dir} is a file, not a folder")
-        notebook_preset(args.preset, args.modality, image_size=args.image_size,  # a geometry that fits
-                        crop_size=args.crop, crop_zoom=args.crop_zoom)
+        preset = notebook_preset(args.preset, args.modality, image_size=args.image_size,  # a geometry that fits
+                                 crop_size=args.crop, crop_zoom=args.crop_zoom, seed=args.seed)
+        settings = run_settings(preset, seed=args.seed, split_file=args.split_file)
+        notices = check_run_folder(run_dir, settings)
         run_dir.mkdir(parents=True, exist_ok=True)
-    except (OSError, ValueError) as error:        # bad paths or settings: one line, no traceback
+    except (OSError, ValueError) as error:        # bad paths or settings, another run's folder: no traceback
         print(f"run_pipeline: {error}", file=sys.stderr)
         return 2
+    write_run_record(run_dir, settings, args.modality)
     parameters = notebook_parameters(args, data_dir, run_dir)
     chosen = [name for name in NOTEBOOKS if args.only is None or name[:2] in args.only]
     print(f"run folder: {run_dir}\ndata: {data_dir}\npreset={args.preset} modality={args.modality}",
           flush=True)
+    for notice in notices:
+        print(f"note: the preset's settings changed since this run folder was made: {notice} (a training "
+              f"whose settings differ starts afresh; its old checkpoints are kept as *.superseded.pt)",
+              flush=True)
     timings: list[tuple[str, float]] = []
     for name in chosen:
         started = time.perf_counter()
@@ -126,6 +154,7 @@ def run_series(args: argparse.Namespace) -> int:
             return 1
         timings.append((name, time.perf_counter() - started))
         print(f"{name}: {timings[-1][1]:.1f} s", flush=True)
+    timings = merged_timings(run_dir / "timings.csv", timings)
     write_text(run_dir / "timings.csv",
                "notebook,seconds\n" + "".join(f"{n},{s:.1f}\n" for n, s in timings))
     results = run_dir / "results.md"
@@ -135,6 +164,65 @@ def run_series(args: argparse.Namespace) -> int:
     for name, seconds in timings:
         print(f"  {name:<34} {seconds:8.1f} s")
     print(f"  {'total':<34} {sum(s for _, s in timings):8.1f} s")
+    try:
+        report = write_report(run_dir, settings=report_settings(
+            preset, args.modality, seed=args.seed,
+            extra={"data": str(data_dir), "run folder": str(run_dir), "device": args.device}))
+    except Exception as error:                   # nbconvert, a damaged notebook: say so, the run itself is done
+        print(f"run_pipeline: report.html not written: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(f"report: {report}")
+    return 0
+
+
+def merged_timings(path: Path, timings: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """This run's wall times, plus those of notebooks an earlier run timed and this one did not
+    (``--only``), in series order."""
+    earlier = {}
+    if path.is_file():
+        try:
+            earlier = dict(pd.read_csv(path)[["notebook", "seconds"]].itertuples(index=False, name=None))
+        except (ValueError, KeyError):
+            earlier = {}
+    merged = {**{n: float(s) for n, s in earlier.items() if n in NOTEBOOKS}, **dict(timings)}
+    return [(name, merged[name]) for name in NOTEBOOKS if name in merged]
+
+
+def run_all_modalities(args: argparse.Namespace) -> int:
+    """``--modality all``: the series for each modality into ``OUT/<preset>_<modality>``, then the
+    merged tables and Table 1 in ``OUT``; stops at the first failing modality."""
+    out = (args.out if args.out is not None else REPO_ROOT / "runs" / f"{args.preset}_all").resolve()
+    if out.exists() and not out.is_dir():
+        print(f"run_pipeline: --out {out} is a file, not a folder", file=sys.stderr)
+        return 2
+    seconds: list[tuple[str, float]] = []
+    for modality in MODALITIES:
+        print(f"\n##### modality {modality} #####", flush=True)
+        started = time.perf_counter()
+        one = argparse.Namespace(**{**vars(args), "modality": modality, "out": out / f"{args.preset}_{modality}"})
+        status = run_series(one)
+        if status != 0:
+            print(f"run_pipeline: modality {modality} failed (status {status}); Table 1 not written",
+                  file=sys.stderr)
+            return status
+        seconds.append((modality, time.perf_counter() - started))
+    run_dirs = [out / f"{args.preset}_{modality}" for modality in MODALITIES]
+    results = pd.concat([pd.read_csv(d / "results.csv") for d in run_dirs if (d / "results.csv").is_file()],
+                        ignore_index=True)
+    write_text(out / "results.csv", results.to_csv(index=False, float_format="%.6f", lineterminator="\n"))
+    volume_parts = [pd.read_csv(d / "results_3d.csv") for d in run_dirs if (d / "results_3d.csv").is_file()]
+    volumes = pd.concat(volume_parts, ignore_index=True) if volume_parts else None
+    if volumes is not None:
+        write_text(out / "results_3d.csv", volumes.to_csv(index=False, float_format="%.6f", lineterminator="\n"))
+    table = table1_markdown(results, volumes, title=f"Table 1: whole tumour, four modalities ({args.preset} preset)")
+    write_text(out / "results_table1.md", table + "\n")
+    write_text(out / "timings.csv", "modality,seconds\n" + "".join(f"{m},{t:.1f}\n" for m, t in seconds))
+    print("\n" + table)
+    print("wall time per modality:")
+    for modality, wall in seconds:
+        print(f"  {modality:<8} {wall:8.1f} s   report: {out / f'{args.preset}_{modality}' / 'report.html'}")
+    print(f"  {'total':<8} {sum(t for _, t in seconds):8.1f} s")
+    print(f"Table 1: {out / 'results_table1.md'}")
     return 0
 
 
