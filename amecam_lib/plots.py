@@ -542,6 +542,43 @@ def plot_crf_steps(image: np.ndarray, cam: np.ndarray, threshold: float, thresho
     return fig
 
 
+def plot_masks_beside_truth(images: np.ndarray, cam: np.ndarray, masks: Mapping[str, np.ndarray],
+                            truth: np.ndarray, *, row_titles: Sequence[str] | None = None,
+                            cam_title: str = "final CAM") -> Figure:
+    """The final CAM and the masks made from it beside the ground truth, one row per slice.
+
+    Columns: the slice with the whole-tumour (WT) contour, the WT mask itself, the CAM over the
+    slice, then each mask (white = tumour) with the WT contour in green, so what a mask misses or
+    adds is seen against the truth.
+
+    Args:
+        images: ``(N, 1, H, W)`` or ``(N, H, W)`` float in [0, 1].
+        cam: ``(N, H, W)`` float in [0, 1], high on tumour.
+        masks: column title -> ``(N, H, W)`` bool, e.g. ``{"CAM >= 0.5": ..., "+ DenseCRF": ...}``.
+        truth: ``(N, H, W)`` bool WT ground truth.
+        row_titles: ``N`` labels (e.g. ``"case z=70"``) written left of each row.
+        cam_title: title of the CAM column.
+    """
+    images = _as_stack(images)
+    n_slices = images.shape[0]
+    truth = np.asarray(truth, dtype=bool)
+    for name, stack in {"cam": cam, "truth": truth, **masks}.items():
+        if np.shape(stack) != images.shape:
+            raise ValueError(f"{name} must be (N, H, W) = {images.shape}, got {np.shape(stack)}")
+    fig, axes = _grid(n_slices, 3 + len(masks), cell=1.9)
+    for r in range(n_slices):
+        first = r == 0
+        show_slice(axes[r, 0], images[r], mask=truth[r], title="slice + WT contour" if first else None)
+        show_mask(axes[r, 1], truth[r], title="ground truth" if first else None)
+        show_slice(axes[r, 2], images[r], mask=truth[r], heat_map=cam[r], title=cam_title if first else None)
+        for col, (name, stack) in enumerate(masks.items(), start=3):
+            show_mask(axes[r, col], stack[r], contour=truth[r], title=name if first else None)
+        if row_titles is not None:
+            axes[r, 0].text(-0.06, 0.5, row_titles[r], transform=axes[r, 0].transAxes, rotation=90,
+                            va="center", ha="right", fontsize=7)
+    return fig
+
+
 def read_results(results: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     """``results.csv`` (method,n_slices,dice_mean,dice_std,...) as a table indexed by method."""
     if isinstance(results, pd.DataFrame):

@@ -355,5 +355,175 @@ def table1_markdown(results: pd.DataFrame, volume_scores: pd.DataFrame | None = 
     return "\n".join(lines)
 
 
-__all__ = ["MODALITY_LABELS", "REPORT_NAME", "TABLE1_METHODS", "build_report", "render_math", "report_settings",
-           "table1_markdown", "write_report"]
+# --- the README's figures ---------------------------------------------------------------------------------
+
+DOCS_FIGURES: tuple[tuple[str, str | None, str], ...] = (
+    ("exit_maps.png", "03_{modality}_exit_maps.png",
+     "the four exit maps n(M_1)..n(M_4) of the multi-exit network on tumour slices (notebook 03)"),
+    ("attention_weights.png", "04_{modality}_attention_weights.png",
+     "the attention weights S_1..S_4 that A gives each exit, per pixel (notebook 04)"),
+    ("attention_report.png", "04_{modality}_attention_report.png",
+     "the mean attention weight of each exit in the brain against the uniform 1/n (notebook 04)"),
+    ("final_cam_masks.png", None,
+     "the final CAM and its masks (threshold, then DenseCRF) beside the ground truth on test slices "
+     "(re-plotted from the run's predictions.npz)"),
+    ("results.png", "05_{modality}_results.png",
+     "Dice of every method on the test slices, the paper's Table 1-3 values as black diamonds (notebook 05)"),
+)
+"""The figures ``data_scripts/make_docs_figures.py`` puts under ``docs/``: (file name, the run's saved
+figure it is made from, or None when re-plotted from the run's files; caption)."""
+
+DOCS_MAX_WIDTH = 800
+"""Widest side of a docs figure, pixels."""
+
+
+def _small_png(source, target: Path, max_width: int) -> int:
+    """Write ``source`` (a path or a PIL image) to ``target`` as a small PNG: at most ``max_width``
+    px wide, 256-colour palette; return its size in bytes."""
+    from PIL import Image
+
+    from amecam_lib.atomic import atomic_path
+
+    image = source if isinstance(source, Image.Image) else Image.open(source)
+    image = image.convert("RGB")
+    if image.width > max_width:
+        image = image.resize((max_width, round(image.height * max_width / image.width)), Image.Resampling.LANCZOS)
+    small = image.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    with atomic_path(target) as tmp:
+        small.save(tmp, format="PNG", optimize=True)
+    return target.stat().st_size
+
+
+def final_cam_figure(run_dir: str | os.PathLike, modality: str, n_slices: int = 3):
+    """The final CAM and its masks beside the ground truth on ``n_slices`` test slices with much
+    tumour, re-plotted from ``RUN/<modality>/predictions.npz`` (:func:`amecam_lib.plots.plot_masks_beside_truth`);
+    each row title gives the slice and the Dice of both masks."""
+    import numpy as np
+
+    from amecam_lib.evaluation import load_predictions
+    from amecam_lib.metrics import slice_scores
+    from amecam_lib.plots import plot_masks_beside_truth
+    from amecam_lib.runs import tumour_examples
+    from amecam_lib.slices import load_slices
+
+    predictions = load_predictions(run_dir, modality)
+    test = load_slices(run_dir, modality, "test", exclude_ambiguous=False)
+    for method in ("ame_cam", "ame_cam_crf"):
+        if f"index_{method}" not in predictions:
+            raise KeyError(f"{run_dir}/{modality}/predictions.npz has no {method!r}; evaluate it first")
+    rows = {method: {int(i): r for r, i in enumerate(predictions[f"index_{method}"])} for method in ("ame_cam", "ame_cam_crf")}
+    common = np.asarray(sorted(set(rows["ame_cam"]) & set(rows["ame_cam_crf"])), dtype=np.int64)
+    shown = common[tumour_examples(test.masks[common], test.case_ids[common], n=n_slices)]
+    pick = {m: [rows[m][int(i)] for i in shown] for m in rows}
+    masks = {"CAM >= threshold": predictions["mask_ame_cam"][pick["ame_cam"]],
+             "+ DenseCRF": predictions["mask_ame_cam_crf"][pick["ame_cam_crf"]]}
+    truth = test.masks[shown]
+    titles = []
+    for k, index in enumerate(shown):
+        dice = [slice_scores(masks[name][k], truth[k]).dice for name in masks]
+        titles.append(f"{test.case_ids[index]} z={test.z[index]}\nDice {dice[0]:.2f} / {dice[1]:.2f}")
+    return plot_masks_beside_truth(test.images[shown], predictions["map_ame_cam"][pick["ame_cam"]].astype(np.float32),
+                                   masks, truth, row_titles=titles, cam_title="final CAM (AME-CAM)")
+
+
+def run_description(run_dir: str | os.PathLike) -> dict[str, str]:
+    """Which run made a run folder: preset, modalities, date and git commit, from ``run.json``
+    (else from the executed notebooks' parameters and file dates, the commit then unknown)."""
+    import datetime as dt
+
+    from amecam_lib.run_record import recorded_parameters
+
+    run_dir = Path(run_dir)
+    record = read_run_record(run_dir)
+    if record is not None:
+        return {"preset": str(record.get("preset")), "modalities": ", ".join(record.get("modalities") or []),
+                "date": str(record.get("updated") or record.get("created")), "git_commit": str(record.get("git_commit"))}
+    parameters = recorded_parameters(run_dir) or {}
+    dated = [p for p in (run_dir / "results.csv", run_dir / "timings.csv") if p.is_file()]
+    date = (dt.datetime.fromtimestamp(max(p.stat().st_mtime for p in dated), dt.timezone.utc).isoformat(timespec="seconds")
+            if dated else "unknown")
+    return {"preset": str(parameters.get("preset", "unknown")), "modalities": str(parameters.get("modality", "unknown")),
+            "date": date, "git_commit": f"not recorded (run made before run.json; code now at {git_commit()})"}
+
+
+def _replotted(name: str, run_dir: Path, modality: str):
+    """A docs figure drawn from the run's files (no saved figure to start from), as a PIL image."""
+    from PIL import Image
+
+    if name == "final_cam_masks.png":
+        figure = final_cam_figure(run_dir, modality)
+    else:
+        from amecam_lib.evaluation import PAPER_RESULTS
+        from amecam_lib.plots import plot_results, read_results
+
+        table = read_results(run_dir / "results.csv")
+        table = table[table["modality"] == modality] if "modality" in table else table
+        figure = plot_results(table, paper={m: v["dice"][0] for m, v in PAPER_RESULTS.get(modality, {}).items()},
+                              title=f"Dice on the {modality} test slices")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    buffer.seek(0)
+    return Image.open(buffer)
+
+
+def make_docs_figures(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, modality: str | None = None,
+                      max_width: int = DOCS_MAX_WIDTH) -> list[Path]:
+    """Make the README's figures (:data:`DOCS_FIGURES`) from a run folder, small, and
+    ``out_dir/README.md`` saying which run made them.
+
+    Each figure is the run's own saved figure (``RUN/figures/``), or re-plotted from the run's
+    files through :mod:`amecam_lib.plots` (the final CAM and masks; the results chart when its saved
+    figure is missing); none is drawn by hand. Each is resized to at most ``max_width`` px and
+    stored as a 256-colour PNG.
+
+    Args:
+        run_dir: a finished run folder (notebooks 01-05).
+        out_dir: where to write (``docs/`` of the repository).
+        modality: the modality to show; default: the run's only one (``run.json``), else flair.
+
+    Returns:
+        the paths written, ``README.md`` last.
+
+    Raises:
+        FileNotFoundError: a saved figure the run should hold is missing (the run is not finished).
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    described = run_description(run_dir)
+    if modality is None:
+        held = [m.strip() for m in described["modalities"].split(",") if m.strip() in MODALITIES]
+        modality = held[0] if len(held) == 1 else "flair"
+    written, lines = [], []
+    for name, saved, caption in DOCS_FIGURES:
+        source = None if saved is None else run_dir / "figures" / saved.format(modality=modality)
+        if source is not None and source.is_file():
+            origin = f"`{source.relative_to(run_dir).as_posix()}` of the run, resized"
+        elif name == "final_cam_masks.png":
+            source, origin = _replotted(name, run_dir, modality), f"re-plotted from the run's `{modality}/predictions.npz`"
+        elif name == "results.png":
+            source, origin = _replotted(name, run_dir, modality), "re-plotted from the run's `results.csv`"
+        else:
+            raise FileNotFoundError(f"{source} not found: is {run_dir} a finished run (notebooks 01-05)?")
+        size = _small_png(source, out_dir / name, max_width)
+        written.append(out_dir / name)
+        lines.append(f"| [`{name}`]({name}) | {caption} | {origin} | {size / 1024:.0f} KB |")
+    total = sum(path.stat().st_size for path in written)
+    readme = [
+        "# Figures of the README",
+        "",
+        f"Made by `data_scripts/make_docs_figures.py` from the run folder `{run_dir.name}`: preset "
+        f"`{described['preset']}`, modality `{modality}`, run on {described['date']}, git commit "
+        f"`{described['git_commit']}`. Not drawn by hand: to renew them, rerun the script on a new run.",
+        "",
+        f"Each is at most {max_width} px wide, a 256-colour PNG ({total / 1024:.0f} KB in all).",
+        "",
+        "| figure | shows | made from | size |",
+        "|---|---|---|---|",
+        *lines,
+        "",
+    ]
+    write_text(out_dir / "README.md", "\n".join(readme))
+    return [*written, out_dir / "README.md"]
+
+
+__all__ = ["DOCS_FIGURES", "MODALITY_LABELS", "REPORT_NAME", "TABLE1_METHODS", "build_report", "final_cam_figure",
+           "make_docs_figures", "render_math", "report_settings", "run_description", "table1_markdown", "write_report"]
