@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
-"""File endings accepted for every release."""
+"""File endings accepted for every release (in any letter case: ``.NII.GZ`` too)."""
 
 
 class BratsDataError(ValueError):
@@ -133,8 +133,10 @@ def release_by_name(name: str) -> Release:
 
 
 def strip_nifti_suffix(file_name: str) -> str | None:
-    """File name without ``.nii`` / ``.nii.gz``; ``None`` when it is not a NIfTI file."""
+    """File name without ``.nii`` / ``.nii.gz``, the ending matched in any letter case
+    (``.NII.GZ``: archives made on case-insensitive file systems); ``None`` when it is not a NIfTI
+    file."""
     for suffix in NIFTI_SUFFIXES:
-        if file_name.endswith(suffix) and len(file_name) > len(suffix):
+        if file_name.lower().endswith(suffix) and len(file_name) > len(suffix):
             return file_name[: -len(suffix)]
     return None

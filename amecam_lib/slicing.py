@@ -93,7 +93,8 @@ from amecam_lib.atomic import atomic_dir, atomic_path, clean_stale_tmp
 from amecam_lib.config import MODALITIES, DataConfig, zoomed_size
 from amecam_lib.releases import BratsDataError
 from amecam_lib.splits import make_split, read_split, read_split_file, write_split
-from amecam_lib.volumes import CaseFiles, find_cases, load_case
+from amecam_lib.volumes import (CaseFiles, UnreadableCase, UnreadableCasesError, check_some_cases, load_case,
+                                scan_cases)
 
 SLICE_FORMAT = 3
 """Version of the per-case storage layout (3: ``uint16`` codes of ``(H, W)`` slices, resampled or
@@ -171,6 +172,8 @@ class SlicingReport:
     ``tumour + normal + ambiguous + dropped == slices`` for every case. ``split_moved`` lists the
     cases whose split differs from the ``split.csv`` the run folder held before (empty on a first
     run or when the split is unchanged). ``crop_size`` is the crop window (None: resampled).
+    ``skipped`` lists the folders that look like cases but could not be read, left out with
+    ``skip_unreadable=True`` (:class:`~amecam_lib.volumes.UnreadableCase`: folder and reason).
     """
 
     run_dir: Path
@@ -178,6 +181,7 @@ class SlicingReport:
     seconds: float = 0.0
     split_moved: list[str] = field(default_factory=list)
     crop_size: tuple[int, int] | None = None
+    skipped: list[UnreadableCase] = field(default_factory=list)
 
     @property
     def cut_cases(self) -> list[str]:
@@ -218,6 +222,9 @@ class SlicingReport:
         lines.insert(len(lines) - 1, lines[1])
         lines.append(f"{self.cases_per_second:.2f} cases/s; {totals['reused']} case(s) reused; "
                      f"cases without a tumour slice: {', '.join(self.no_tumour_cases) or 'none'}")
+        if self.skipped:
+            lines.append(f"SKIPPED {len(self.skipped)} unreadable case folder(s) (skip_unreadable=True):")
+            lines.extend(f"skipped {entry}" for entry in self.skipped)
         lines.extend(f"redone {c.case_id}: {c.redone_because}" for c in self.cases
                      if c.redone_because)
         lines.extend(f"cut {c.case_id}: {cut_message(c, self.crop_size)}" for c in self.cases if c.cut)
@@ -312,7 +319,7 @@ def cut_message(case: "CaseReport", crop_size: tuple[int, int] | None) -> str:
 
 def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig, *,
                   split_file: str | Path | None = None, workers: int = 1, overwrite: bool = False,
-                  progress: bool = True) -> SlicingReport:
+                  skip_unreadable: bool = False, progress: bool = True) -> SlicingReport:
     """Slice every case under ``data_dir`` into the run folder ``out_dir``.
 
     Args:
@@ -326,6 +333,11 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
         overwrite: redo every case with exactly these settings and modalities, even when an
             up-to-date folder exists, replacing a folder made with other settings or other
             modalities (whose ``<modality>.npy`` files are then deleted).
+        skip_unreadable: slice the readable cases when some folders look like cases but cannot
+            be read (:func:`~amecam_lib.volumes.scan_cases`: empty, nested one level down, only
+            partial downloads, a dangling link, a missing file...); they are left out of the
+            split, named with the reason in a warning and in :attr:`SlicingReport.skipped`.
+            Default: such folders stop the run before anything is written.
         progress: show a tqdm bar (cases/s); ``TQDM_DISABLE=1`` also hides it.
 
     Returns:
@@ -339,6 +351,9 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
             :func:`~amecam_lib.splits.read_split_file` or
             :func:`~amecam_lib.splits.split_sizes` (the first failing case stops the run; cases
             finished before it are kept and reused by the next run).
+        UnreadableCasesError: (a :class:`BratsDataError`) without ``skip_unreadable``, folders
+            of ``data_dir`` that look like cases but cannot be read; raised before anything is
+            written, naming every folder and why.
         RuntimeError: a worker process died (e.g. killed by the OS when out of memory); the run
             stops instead of waiting forever.
         RunFolderConflict: (a :class:`BratsDataError`) without ``overwrite``, a case folder of the
@@ -351,14 +366,21 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
     the old split must not be evaluated on the new one), when a case folder with the same
     settings is redone because a stored file is missing or incomplete, and when a case's brain
     is larger than ``crop_size`` (the case, its brain and tumour voxels outside the window, and a
-    larger ``crop_size``; see the module docstring for what is cut).
+    larger ``crop_size``; see the module docstring for what is cut), and when unreadable case
+    folders are skipped (``skip_unreadable``; each named with the reason).
     """
     _check_config(config, workers)
     start = time.perf_counter()
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise BratsDataError(f"run folder {out_dir} is a file, not a folder")
-    cases = find_cases(data_dir)
+    scan = scan_cases(data_dir)
+    if scan.unreadable and not skip_unreadable:
+        raise UnreadableCasesError(scan.unreadable_message(skipped=False))
+    if scan.unreadable:
+        warnings.warn(scan.unreadable_message(skipped=True), stacklevel=2)
+    check_some_cases(scan)
+    cases = scan.cases
     case_ids = [case.case_id for case in cases]
     if split_file is not None:
         assignment = read_split_file(split_file, case_ids)
@@ -392,7 +414,8 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
             bar.update(1)
 
     _write_manifest(out_dir / "manifest.csv", slices_dir, assignment)
-    report = SlicingReport(run_dir=out_dir, split_moved=split_moved, crop_size=config.crop_size)
+    report = SlicingReport(run_dir=out_dir, split_moved=split_moved, crop_size=config.crop_size,
+                           skipped=list(scan.unreadable))
     report.cases = [dataclasses.replace(results[case_id], split=assignment[case_id])
                     for case_id in case_ids]
     report.seconds = time.perf_counter() - start

@@ -26,8 +26,7 @@ import nibabel as nib
 import numpy as np
 
 from amecam_lib.config import MODALITIES
-from amecam_lib.releases import (NIFTI_SUFFIXES, BratsDataError, Release, detect_release,
-                                 strip_nifti_suffix)
+from amecam_lib.releases import RELEASES, BratsDataError, Release, detect_release, strip_nifti_suffix
 
 AFFINE_TOLERANCE_MM = 1e-3
 """Largest difference (mm) between two affines that still counts as the same grid."""
@@ -97,46 +96,189 @@ class CaseVolumes:
         return self.seg > 0
 
 
-def find_cases(data_dir: str | Path) -> list[CaseFiles]:
+@dataclass(frozen=True)
+class UnreadableCase:
+    """A folder that looks like a case but cannot be read as one (:func:`scan_cases`).
+
+    Attributes:
+        folder: the entry of the data folder (a folder, or a symbolic link).
+        reason: why it cannot be read, e.g. ``"empty folder"``.
+    """
+
+    folder: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.folder.name}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class CaseScan:
+    """What :func:`scan_cases` found in a data folder.
+
+    Attributes:
+        data_dir: the folder scanned.
+        cases: the readable cases, sorted by case ID.
+        unreadable: the folders that look like cases but cannot be read, sorted by name.
+    """
+
+    data_dir: Path
+    cases: list[CaseFiles]
+    unreadable: list[UnreadableCase]
+
+    def unreadable_message(self, skipped: bool) -> str:
+        """One message naming every unreadable folder and why (empty when there is none)."""
+        if not self.unreadable:
+            return ""
+        listing = "\n".join(f"  {entry}" for entry in self.unreadable)
+        if skipped:
+            return (f"skipped {len(self.unreadable)} folder(s) of {self.data_dir} that look like BraTS cases "
+                    f"but cannot be read (skip_unreadable=True):\n{listing}")
+        return (f"{len(self.unreadable)} folder(s) of {self.data_dir} look like BraTS cases but cannot be read:\n"
+                f"{listing}\nFix or remove them, or skip them knowingly with skip_unreadable=True "
+                f"(--skip-unreadable); the skipped folders are then listed in the report.")
+
+
+class UnreadableCasesError(BratsDataError):
+    """Folders that look like BraTS cases cannot be read (the message names each and why)."""
+
+
+def scan_cases(data_dir: str | Path) -> CaseScan:
+    """Every case under ``data_dir``, and every folder that looks like one but cannot be read.
+
+    An entry of ``data_dir`` (not hidden) *looks like a case* when its name matches a BraTS
+    release (:data:`amecam_lib.releases.RELEASES`; a folder or a symbolic link, dangling or not)
+    or when it is a folder holding ``.nii``/``.nii.gz`` files; files (``README.md``,
+    ``manifest.csv``) and other folders without NIfTI files (``notes/``) are not cases and are
+    ignored. A case-like entry that cannot be read is listed with the reason, never dropped
+    silently:
+
+    - a symbolic link whose target does not exist, or that leads to a file;
+    - an empty folder, or a folder that cannot be listed;
+    - a folder without NIfTI file: the case nested one level down (the subfolder is named), or
+      only other files (named; ``.part``/``.crdownload`` ones are an incomplete download);
+    - a folder with NIfTI files whose name matches no release, or that lacks a modality or the
+      segmentation, or holds one twice (:func:`find_case_files`).
+
+    File endings are matched case-insensitively (``.NII.GZ`` is ``.nii.gz``): archives made on
+    Windows or macOS, whose file systems ignore case, give such names; nibabel reads them, and
+    the same data folder must give the same cases on every system.
+
+    Raises:
+        BratsDataError: ``data_dir`` is missing or not a folder.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise BratsDataError(f"data folder {data_dir} does not exist or is not a folder")
+    cases, unreadable = [], []
+    for entry in sorted(data_dir.iterdir()):
+        if entry.name.startswith(".") or not _looks_like_a_case(entry):
+            continue
+        reason = _unreadable_reason(entry)
+        if reason is None:
+            try:
+                cases.append(find_case_files(entry))
+                continue
+            except BratsDataError as error:
+                reason = str(error)
+        unreadable.append(UnreadableCase(entry, reason))
+    return CaseScan(data_dir, sorted(cases, key=lambda case: case.case_id), unreadable)
+
+
+def find_cases(data_dir: str | Path, *, skip_unreadable: bool = False) -> list[CaseFiles]:
     """List the cases under ``data_dir``, sorted by case ID.
 
-    A case is an immediate, non-hidden subfolder of ``data_dir`` that holds at least one
-    ``.nii``/``.nii.gz`` file; other files (``README.md``, ``manifest.csv``) and folders without
-    NIfTI files are ignored. Each case folder's name must match a release of
-    :data:`amecam_lib.releases.RELEASES`, and all five files must be present.
+    A case is an immediate, non-hidden subfolder of ``data_dir`` named as a release of
+    :data:`amecam_lib.releases.RELEASES` names its cases, holding its four modalities and its
+    segmentation (``.nii``/``.nii.gz``, any case of the ending); other files (``README.md``,
+    ``manifest.csv``) and folders without NIfTI files are ignored. Folders that look like cases
+    but cannot be read (:func:`scan_cases`: empty, nested one level down, only partial
+    downloads, a dangling symbolic link, a missing file...) stop the run with every one of them
+    named, unless ``skip_unreadable``.
 
     Args:
         data_dir: the BraTS root folder.
+        skip_unreadable: leave such folders out, with a warning naming each and why.
 
     Returns:
         one :class:`CaseFiles` per case, sorted by ``case_id``.
 
     Raises:
         BratsDataError: ``data_dir`` missing or not a folder; no case found (never an empty
-            dataset); a folder matching no known layout; a missing modality or segmentation (the
-            message names the case and the expected file); a modality present as both ``.nii``
-            and ``.nii.gz``.
+            dataset).
+        UnreadableCasesError: (a ``BratsDataError``) without ``skip_unreadable``, folders that
+            look like cases but cannot be read: a folder matching no known layout, a missing
+            modality or segmentation (the message names the case and the expected file), a
+            modality present as both ``.nii`` and ``.nii.gz``, and the cases above.
 
     Warns:
         UserWarning: a BraTS 2020 case whose segmentation has a non-standard name (see
-            :mod:`amecam_lib.releases`); the warning names the file used.
+            :mod:`amecam_lib.releases`); the warning names the file used. With
+            ``skip_unreadable``, the folders skipped.
     """
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise BratsDataError(f"data folder {data_dir} does not exist or is not a folder")
-    case_dirs = sorted(
-        entry for entry in data_dir.iterdir()
-        if entry.is_dir() and not entry.name.startswith(".") and _holds_nifti(entry))
-    if not case_dirs:
-        nested = sorted(entry.name for entry in data_dir.iterdir() if entry.is_dir() and any(
-            child.is_dir() and _holds_nifti(child) for child in entry.iterdir()))
-        hint = (" (it holds NIfTI files itself: pass the folder that contains the case folders)"
-                if _holds_nifti(data_dir) else
-                f" (case folders were found one level down, in {nested}: pass that folder)"
-                if nested else "")
-        raise BratsDataError(
-            f"no BraTS case found in {data_dir}: expected subfolders holding .nii/.nii.gz files{hint}")
-    return [find_case_files(case_dir) for case_dir in case_dirs]
+    scan = scan_cases(data_dir)
+    if scan.unreadable and not skip_unreadable:
+        raise UnreadableCasesError(scan.unreadable_message(skipped=False))
+    if scan.unreadable:
+        warnings.warn(scan.unreadable_message(skipped=True), stacklevel=2)
+    check_some_cases(scan)
+    return scan.cases
+
+
+def check_some_cases(scan: CaseScan) -> None:
+    """Refuse an empty dataset: no readable case in ``scan`` is a ``BratsDataError`` with a hint."""
+    if scan.cases:
+        return
+    data_dir = scan.data_dir
+    nested = sorted(entry.name for entry in data_dir.iterdir() if entry.is_dir() and any(
+        child.is_dir() and _holds_nifti(child) for child in entry.iterdir()))
+    hint = (" (it holds NIfTI files itself: pass the folder that contains the case folders)"
+            if _holds_nifti(data_dir) else
+            f" (case folders were found one level down, in {nested}: pass that folder)"
+            if nested else "")
+    skipped = f" ({len(scan.unreadable)} unreadable folder(s) skipped)" if scan.unreadable else ""
+    raise BratsDataError(
+        f"no BraTS case found in {data_dir}: expected subfolders holding .nii/.nii.gz files{hint}{skipped}")
+
+
+def _looks_like_a_case(entry: Path) -> bool:
+    """Named as a release names its cases (any entry but a plain file), or a folder of NIfTI files."""
+    if entry.is_symlink() or entry.is_dir():
+        if any(release.matches(entry.name) for release in RELEASES):
+            return True
+    try:
+        return entry.is_dir() and _holds_nifti(entry)
+    except OSError:
+        return False
+
+
+INCOMPLETE_DOWNLOAD_SUFFIXES: tuple[str, ...] = (".part", ".crdownload", ".download", ".partial", ".tmp")
+"""Endings of files a browser or downloader leaves while a download is unfinished."""
+
+
+def _unreadable_reason(entry: Path) -> str | None:
+    """Why a case-like entry cannot be read as a case folder, or None when its files can be looked up."""
+    if entry.is_symlink() and not entry.exists():
+        return f"a symbolic link to {entry.readlink()}, which does not exist"
+    if not entry.is_dir():
+        return "not a folder"
+    try:
+        children = sorted(entry.iterdir())
+    except OSError as error:
+        return f"cannot be listed ({type(error).__name__}: {error})"
+    if not children:
+        return "empty folder"
+    if _holds_nifti(entry):
+        return None
+    nested = [child.name for child in children if child.is_dir() and _holds_nifti(child)]
+    if nested:
+        return (f"holds no .nii/.nii.gz file itself; the case files are one level down, in {nested[0]}/: "
+                f"move them up into {entry.name}/")
+    names = [child.name + ("/" if child.is_dir() else "") for child in children]
+    shown = ", ".join(names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")
+    partial = any(name.lower().endswith(INCOMPLETE_DOWNLOAD_SUFFIXES) for name in names)
+    return (f"holds no .nii/.nii.gz file, only {shown}"
+            f"{' (an unfinished download?)' if partial else ''}")
 
 
 def find_case_files(case_dir: str | Path) -> CaseFiles:
@@ -351,9 +493,19 @@ def _holds_nifti(folder: Path) -> bool:
 
 
 def _resolve(case_dir: Path, stem: str) -> Path | None:
-    """The file ``stem.nii.gz`` or ``stem.nii`` in ``case_dir``; ``None`` if neither exists."""
-    found = [case_dir / f"{stem}{suffix}" for suffix in NIFTI_SUFFIXES
-             if (case_dir / f"{stem}{suffix}").is_file()]
+    """The file ``stem.nii.gz`` or ``stem.nii`` in ``case_dir`` (ending in any letter case);
+    ``None`` if there is none.
+
+    Raises:
+        BratsDataError: two such files (e.g. ``.nii`` and ``.nii.gz``), or a symbolic link of that
+            name whose target does not exist.
+    """
+    found = sorted(entry for entry in case_dir.iterdir() if strip_nifti_suffix(entry.name) == stem)
+    dangling = [entry for entry in found if not entry.exists()]
+    if dangling:
+        raise BratsDataError(f"case {case_dir.name}: {dangling[0].name} is a symbolic link to "
+                             f"{dangling[0].readlink()}, which does not exist")
+    found = [entry for entry in found if entry.is_file()]
     if len(found) > 1:
         raise BratsDataError(
             f"case {case_dir.name}: both {found[0].name} and {found[1].name} exist; keep one")

@@ -28,7 +28,7 @@ from amecam_lib.config import MODALITIES
 from amecam_lib.plots import draw_window, plot_map_grid, show_mask, show_slice
 from amecam_lib.releases import BratsDataError
 from amecam_lib.slices import read_case_info, read_manifest
-from amecam_lib.volumes import CaseVolumes, find_cases, load_case
+from amecam_lib.volumes import CaseVolumes, load_case, scan_cases
 
 
 def axial_slice(volume: np.ndarray, z: int) -> np.ndarray:
@@ -39,7 +39,7 @@ def axial_slice(volume: np.ndarray, z: int) -> np.ndarray:
 
 @lru_cache(maxsize=2)  # a case with four modalities is ~150 MB in memory
 def _load(data_dir: str, case_id: str) -> CaseVolumes:
-    cases = {case.case_id: case for case in find_cases(data_dir)}
+    cases = {case.case_id: case for case in scan_cases(data_dir).cases}
     if case_id not in cases:
         raise KeyError(f"case {case_id!r} not found in {data_dir}; cases: {sorted(cases)}")
     return load_case(cases[case_id], MODALITIES)
@@ -116,7 +116,7 @@ def slice_browser(data_dir: str | os.PathLike, run_dir: str | os.PathLike | None
         an ``ipywidgets.VBox`` (display it in a notebook with a live kernel).
     """
     data_dir = str(data_dir)
-    case_ids = [case.case_id for case in find_cases(data_dir)]
+    case_ids = [case.case_id for case in scan_cases(data_dir).cases]
     manifest = _manifest(run_dir)
     case_box = widgets.Dropdown(options=case_ids, description="case")
     modality_box = widgets.Dropdown(options=list(MODALITIES), value="flair", description="modality")

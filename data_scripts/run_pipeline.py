@@ -78,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="resample the crop window by this factor (default: the preset's, 1 for demo)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and the trainings")
     parser.add_argument("--workers", type=int, default=1, help="processes slicing cases in parallel (01)")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="slice the readable cases when some folders of --data-dir look like cases but "
+                             "cannot be read (listed in 01's report); default: such folders stop the run (01)")
     parser.add_argument("--only", nargs="+", choices=[name[:2] for name in NOTEBOOKS], default=None,
                         help="run only these notebooks (e.g. --only 04 05); earlier outputs must exist")
     return parser.parse_args(argv)
@@ -98,6 +101,7 @@ def notebook_parameters(args: argparse.Namespace, data_dir: Path, run_dir: Path)
         "seed": args.seed,
         "split_file": None if args.split_file is None else str(args.split_file.resolve()),
         "workers": args.workers,
+        "skip_unreadable": args.skip_unreadable,
         "interactive": False,        # no live kernel: notebooks show static figures, no widgets
     }
 

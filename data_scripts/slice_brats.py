@@ -9,8 +9,10 @@ Example::
     python data_scripts/slice_brats.py --out runs/crop --crop 160 192
 
 Writes ``OUT/slices/<case_id>/``, ``OUT/manifest.csv`` and ``OUT/split.csv`` and prints the
-per-case slice counts. Exits with status 2 and a one-line message on bad input, and with status
-130 and one line on Ctrl-C (finished cases are kept; a rerun resumes).
+per-case slice counts. Exits with status 2 and a message on bad input (folders that look like
+cases but cannot be read are each named with the reason, unless ``--skip-unreadable``, which
+slices the others and lists them in the report), and with status 130 and one line on Ctrl-C
+(finished cases are kept; a rerun resumes).
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     parser.add_argument("--overwrite", action="store_true",
                         help="redo every case, even those already sliced with the same settings")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="slice the readable cases when some folders look like cases but cannot be read "
+                             "(empty, nested one level down, partial downloads, dangling links, missing "
+                             "files); they are listed in the report. Default: such folders stop the run")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             report = slice_dataset(data_dir, args.out, preset.data, split_file=args.split_file,
                                    workers=args.workers, overwrite=args.overwrite,
-                                   progress=not args.no_progress)
+                                   skip_unreadable=args.skip_unreadable, progress=not args.no_progress)
     except (BratsDataError, OSError) as error:
         print(f"slice_brats: error: {error}", file=sys.stderr)
         return 2

@@ -62,3 +62,31 @@ def write_case(root: Path, case_id: str = "BraTS2021_00001", *, shape=(8, 8, 4),
         name = seg_name or f"{release.file_stem(case_id, 'seg')}{ext}"
         write_nifti(folder / name, volume, affines.get("seg"))
     return folder
+
+
+def write_tester_folder(root: Path, shape=(8, 8, 4)) -> Path:
+    """The data folder a tester built (issue 11): eight BraTS-named case folders, three plain cases
+    (``BraTS2021_00001..3``) and five odd ones:
+
+    - ``BraTS2021_00004``: an empty folder;
+    - ``BraTS2021_00005``: the case nested one level down (``BraTS2021_00005/BraTS2021_00005/*``);
+    - ``BraTS2021_00006``: only ``BraTS2021_00006_flair.nii.gz.part`` (an unfinished download);
+    - ``BraTS2021_00007``: a whole case whose files end in upper-case ``.NII.GZ``;
+    - ``BraTS2021_00008``: a symbolic link to a folder that does not exist.
+
+    Also a ``README.md`` and a ``notes/`` folder, which are not cases. Returns ``root``.
+    """
+    root = Path(root)
+    for number in (1, 2, 3):
+        write_case(root, f"BraTS2021_0000{number}", shape=shape)
+    (root / "BraTS2021_00004").mkdir()
+    write_case(root / "BraTS2021_00005", "BraTS2021_00005", shape=shape)
+    (root / "BraTS2021_00006").mkdir()
+    (root / "BraTS2021_00006" / "BraTS2021_00006_flair.nii.gz.part").write_bytes(b"\x1f\x8b partial")
+    upper = write_case(root, "BraTS2021_00007", shape=shape)
+    for path in sorted(upper.iterdir()):
+        path.rename(path.with_name(path.name.replace(".nii.gz", ".NII.GZ")))
+    (root / "BraTS2021_00008").symlink_to(root / "gone_BraTS2021_00008", target_is_directory=True)
+    (root / "README.md").write_text("sample\n")
+    (root / "notes").mkdir()
+    return root

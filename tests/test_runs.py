@@ -200,3 +200,20 @@ def test_the_series_parameters_are_all_typed():
         assert set(declared) <= set(NOTEBOOK_PARAMETERS), f"{notebook.name}: {set(declared) - set(NOTEBOOK_PARAMETERS)}"
         defaults = {name: ast.literal_eval(spec["default"]) for name, spec in declared.items()}
         assert check_parameters(defaults) == defaults, notebook.name
+
+
+def test_run_pipeline_passes_skip_unreadable_to_notebook_01_only(tmp_path):
+    import importlib.util
+
+    import papermill
+
+    spec = importlib.util.spec_from_file_location("run_pipeline", REPO_ROOT / "data_scripts" / "run_pipeline.py")
+    pipeline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pipeline)
+    for flag, expected in (([], False), (["--skip-unreadable"], True)):
+        parameters = pipeline.notebook_parameters(pipeline.parse_args(flag), tmp_path, tmp_path)
+        assert parameters["skip_unreadable"] is expected
+        assert check_parameters(parameters) == parameters            # every value already has its type
+    declared = {name: set(papermill.inspect_notebook(str(REPO_ROOT / "notebooks" / name)))
+                for name in pipeline.NOTEBOOKS}
+    assert [name for name, names in declared.items() if "skip_unreadable" in names] == ["01_slicing.ipynb"]

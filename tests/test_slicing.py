@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import warnings
 
 import numpy as np
 import pytest
 
-from _synthetic import ramp, write_case
+from _synthetic import ramp, write_case, write_tester_folder
 from amecam_lib import slicing
 from amecam_lib.config import DataConfig
 from amecam_lib.releases import BratsDataError
@@ -227,6 +228,47 @@ def test_empty_data_folder_is_an_error(tmp_path):
     (tmp_path / "data").mkdir()
     with pytest.raises(BratsDataError, match="no BraTS case"):
         slice_dataset(tmp_path / "data", tmp_path / "run", config(), progress=False)
+
+
+TESTER_UNREADABLE = ["BraTS2021_00004", "BraTS2021_00005", "BraTS2021_00006", "BraTS2021_00008"]
+
+
+def test_unreadable_case_folders_stop_the_run_unless_skipped(tmp_path):
+    """The tester's folder (issue 11) sliced "TOTAL 3 cases" with no message. Now nothing is written
+    and each unreadable folder is named; skip_unreadable slices the four readable cases (the
+    upper-case .NII.GZ one included), warns, and the report lists the skipped folders."""
+    from amecam_lib.volumes import UnreadableCasesError
+
+    write_tester_folder(tmp_path / "data", shape=(20, 20, 4))
+    with pytest.raises(UnreadableCasesError) as caught:
+        slice_dataset(tmp_path / "data", tmp_path / "run", config(), progress=False)
+    assert all(name in str(caught.value) for name in TESTER_UNREADABLE)
+    assert not (tmp_path / "run").exists()
+    with pytest.warns(UserWarning, match="skipped 4 folder"):
+        report = slice_dataset(tmp_path / "data", tmp_path / "run", config(), skip_unreadable=True, progress=False)
+    assert [case.case_id for case in report.cases] == ["BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003",
+                                                        "BraTS2021_00007"]
+    assert [entry.folder.name for entry in report.skipped] == TESTER_UNREADABLE
+    table = report.table()
+    assert re.search(r"TOTAL +4 cases", table) and "SKIPPED 4 unreadable case folder(s)" in table
+    assert all(f"skipped {name}: " in table for name in TESTER_UNREADABLE)
+    assert sorted(row["case_id"] for row in read_csv(tmp_path / "run" / "split.csv")) == \
+        [case.case_id for case in report.cases]
+
+
+def test_cli_names_unreadable_folders_and_skips_them_when_told(tmp_path, capsys):
+    cli = load_cli()
+    write_tester_folder(tmp_path / "data", shape=(20, 20, 4))
+    base = ["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--image-size", "20",
+            "--min-brain-fraction", "0", "--no-progress"]
+    assert cli.main(base) == 2
+    captured = capsys.readouterr()
+    assert "4 folder(s)" in captured.err and all(name in captured.err for name in TESTER_UNREADABLE)
+    assert "--skip-unreadable" in captured.err and "Traceback" not in captured.err
+    assert cli.main([*base, "--skip-unreadable"]) == 0
+    captured = capsys.readouterr()
+    assert "slice_brats: warning: skipped 4 folder(s)" in captured.err
+    assert re.search(r"TOTAL +4 cases", captured.out) and all(f"skipped {name}: " in captured.out for name in TESTER_UNREADABLE)
 
 
 def load_cli():

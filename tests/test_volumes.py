@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from _synthetic import ramp, write_case, write_nifti
+from _synthetic import ramp, write_case, write_nifti, write_tester_folder
 from amecam_lib.releases import BratsDataError
-from amecam_lib.volumes import find_cases, load_case, normalise_min_max, read_whole_tumour_for_evaluation
+from amecam_lib.volumes import (UnreadableCasesError, find_cases, load_case, normalise_min_max,
+                                read_whole_tumour_for_evaluation, scan_cases)
 
 SHAPE = (6, 5, 3)
 
@@ -46,6 +48,61 @@ def test_cases_sorted_and_non_case_entries_ignored(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "x.txt").write_text("x")
     assert [c.case_id for c in find_cases(tmp_path)] == ["BraTS2021_00006", "Brats18_TCIA01_425_1"]
+
+
+UNREADABLE = {"BraTS2021_00004": "empty folder",
+              "BraTS2021_00005": "one level down, in BraTS2021_00005/",
+              "BraTS2021_00006": r"only BraTS2021_00006_flair\.nii\.gz\.part \(an unfinished download\?\)",
+              "BraTS2021_00008": "a symbolic link to .*gone_BraTS2021_00008, which does not exist"}
+
+
+def test_folders_that_look_like_cases_but_cannot_be_read_are_each_named(tmp_path):
+    """The tester's folder (issue 11) gave "TOTAL 3 cases" and no message: four of its eight
+    BraTS-named folders cannot be read, and the upper-case .NII.GZ case was dropped too."""
+    write_tester_folder(tmp_path)
+    scan = scan_cases(tmp_path)
+    assert [case.case_id for case in scan.cases] == ["BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003",
+                                                      "BraTS2021_00007"]
+    assert [entry.folder.name for entry in scan.unreadable] == list(UNREADABLE)
+    for entry in scan.unreadable:
+        assert re.search(UNREADABLE[entry.folder.name], entry.reason), entry
+    with pytest.raises(UnreadableCasesError) as caught:
+        find_cases(tmp_path)
+    message = str(caught.value)
+    assert "4 folder(s)" in message and "skip_unreadable=True" in message
+    for name, reason in UNREADABLE.items():
+        assert re.search(f"{name}: .*{reason}", message), name
+    with pytest.warns(UserWarning, match=r"skipped 4 folder\(s\)(.|\n)*BraTS2021_00005: holds no"):
+        cases = find_cases(tmp_path, skip_unreadable=True)
+    assert [case.case_id for case in cases] == [case.case_id for case in scan.cases]
+
+
+def test_upper_case_nifti_endings_are_read(tmp_path):
+    """.NII.GZ is .nii.gz written on a case-insensitive file system: found and loaded alike."""
+    folder = write_case(tmp_path, "BraTS2021_00001", shape=SHAPE)
+    for path in sorted(folder.iterdir()):
+        path.rename(path.with_name(path.name.replace(".nii.gz", ".NII.GZ")))
+    (case,) = find_cases(tmp_path)
+    assert case.images["flair"].name == "BraTS2021_00001_flair.NII.GZ"
+    assert load_case(case, ["flair"]).shape == SHAPE
+    write_nifti(folder / "BraTS2021_00001_t2.nii.gz", ramp(SHAPE))
+    with pytest.raises(BratsDataError, match="both"):
+        find_cases(tmp_path)
+
+
+def test_every_unreadable_case_is_reported_not_only_the_first(tmp_path):
+    write_case(tmp_path, "BraTS2021_00001", shape=SHAPE, skip=("t1ce",))
+    write_case(tmp_path, "BraTS2021_00002", shape=SHAPE, skip=("seg",))
+    write_case(tmp_path, "BraTS2021_00003", shape=SHAPE)
+    (tmp_path / "BraTS2021_00003" / "BraTS2021_00003_t2.nii.gz").unlink()
+    (tmp_path / "BraTS2021_00003" / "BraTS2021_00003_t2.nii.gz").symlink_to(tmp_path / "nowhere.nii.gz")
+    with pytest.raises(UnreadableCasesError) as caught:
+        find_cases(tmp_path)
+    message = str(caught.value)
+    assert "BraTS2021_00001_t1ce.nii.gz" in message and "BraTS2021_00002_seg.nii.gz" in message
+    assert "BraTS2021_00003_t2.nii.gz is a symbolic link" in message
+    with pytest.warns(UserWarning), pytest.raises(BratsDataError, match=r"no BraTS case.*3 unreadable"):
+        find_cases(tmp_path, skip_unreadable=True)
 
 
 def test_empty_or_missing_folder_is_an_error(tmp_path):
