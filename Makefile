@@ -1,5 +1,8 @@
 # The two commands of README.md:
 #   make main   set up (first time) and run the whole notebook series on the real sample (demo preset)
+#               into runs/demo_flair, ending with runs/demo_flair/report.html
+#   make main MODALITY=all   the series for t1, t1ce, t2 and flair (runs/demo_all/demo_<modality>/)
+#               and the paper's Table 1 with four blocks (runs/demo_all/results_table1.md)
 #   make test   set up (first time) and run the test suite
 # Set-up creates .venv from requirements.txt (torch included) and installs amecam_lib into it.
 

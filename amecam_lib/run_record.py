@@ -10,8 +10,11 @@ same folder, compares:
   (:class:`RunSettingsConflict`, naming what differs and where to run instead). The slices would be
   replaced (slicing refuses that too, see :func:`amecam_lib.slicing.plan_cases`) and every
   checkpoint's config would differ, so nothing of the earlier run would survive;
-- another **modality**: allowed, side by side (``RUN/<modality>/``, the modality in every file name
-  and table row); ``run.json`` lists every modality run so far;
+- another **modality**: its files sit beside the first's (``RUN/<modality>/``, the modality in every
+  file name and table row) and ``run.json`` lists every modality run so far; but the runner writes the
+  executed notebooks, ``timings.csv`` and ``report.html`` at the top of the folder, so it refuses a
+  run that would replace another modality's (``check_run_folder(..., modality=...)``): by default each
+  modality has its own run folder, and ``--modality all`` makes one each;
 - the same preset name whose **phase settings** changed (the code's presets were edited between two
   runs): allowed, each difference returned as a notice that the runner prints; a training whose
   config differs starts fresh and keeps the old checkpoints as ``*.superseded.pt`` with a warning
@@ -140,13 +143,16 @@ def earlier_settings(run_dir: str | os.PathLike) -> dict | None:
 
 
 def check_run_folder(run_dir: str | os.PathLike, settings: dict,
-                     earlier: dict | None = None) -> list[str]:
+                     earlier: dict | None = None, *, modality: str | None = None) -> list[str]:
     """Compare a new run's :func:`run_settings` with what made the run folder.
 
     Args:
         run_dir: the run folder (it may not exist yet).
         settings: the new run's :func:`run_settings`.
         earlier: the earlier run's settings; default: :func:`earlier_settings` of ``run_dir``.
+        modality: the new run's modality, when it writes the executed notebooks, ``timings.csv``
+            and ``report.html`` at the top of the run folder (``run_pipeline.py``): those of
+            another modality's run would be replaced, so that is refused too.
 
     Returns:
         notices, one line per phase setting that changed under the same preset name (empty when
@@ -156,6 +162,14 @@ def check_run_folder(run_dir: str | os.PathLike, settings: dict,
         RunSettingsConflict: another preset, geometry, seed or split file; the message names each
             difference, what would be lost, and what to do instead.
     """
+    executed = recorded_parameters(run_dir) if modality is not None else None
+    if executed is not None and executed.get("modality") not in (None, modality):
+        raise RunSettingsConflict(
+            f"run folder {run_dir} holds the executed notebooks, timings.csv and report.html of a "
+            f"{executed['modality']} run; a {modality} run would replace them (its slices, checkpoints "
+            f"under {executed['modality']}/, masks and result rows would stay, the executed notebooks "
+            f"would not). Run {modality} into its own run folder (by default runs/<preset>_{modality}), "
+            f"or every modality with --modality all (one run folder each).")
     earlier = earlier_settings(run_dir) if earlier is None else earlier
     if earlier is None:
         return []

@@ -11,8 +11,9 @@ times (:mod:`amecam_lib.report`).
 
 A run folder belongs to one preset, slice geometry and seed (``RUN/run.json``,
 :mod:`amecam_lib.run_record`): a run with other ones into the same folder is refused (exit
-status 2) before anything is written; another modality is welcome (its files sit beside the
-first's).
+status 2) before anything is written, and so is a run of another modality into a folder whose
+executed notebooks and report it would replace (each modality has its own run folder by default;
+``--modality all`` makes one each).
 
 ``--modality all`` runs the series for t1, t1ce, t2 and flair, one run folder each
 (``OUT/<preset>_<modality>/``, default ``OUT`` = ``runs/<preset>_all``), then writes
@@ -44,7 +45,7 @@ from papermill.exceptions import PapermillExecutionError
 from amecam_lib.atomic import write_text
 from amecam_lib.config import MODALITIES, PRESET_NAMES
 from amecam_lib.report import report_settings, table1_markdown, write_report
-from amecam_lib.run_record import RunSettingsConflict, check_run_folder, run_settings, write_run_record
+from amecam_lib.run_record import check_run_folder, run_settings, write_run_record
 from amecam_lib.runs import REPO_ROOT, notebook_preset, resolve_data_dir, resolve_run_dir
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -128,7 +129,7 @@ def run_series(args: argparse.Namespace) -> int:
         preset = notebook_preset(args.preset, args.modality, image_size=args.image_size,  # a geometry that fits
                                  crop_size=args.crop, crop_zoom=args.crop_zoom, seed=args.seed)
         settings = run_settings(preset, seed=args.seed, split_file=args.split_file)
-        notices = check_run_folder(run_dir, settings)
+        notices = check_run_folder(run_dir, settings, modality=args.modality)
         run_dir.mkdir(parents=True, exist_ok=True)
     except (OSError, ValueError) as error:        # bad paths or settings, another run's folder: no traceback
         print(f"run_pipeline: {error}", file=sys.stderr)

@@ -105,3 +105,14 @@ def test_run_pipeline_refuses_another_preset_before_running_anything(tmp_path, s
 
 def test_run_settings_of_a_preset_object():
     assert run_settings(get_preset("paper"), seed=1)["geometry"]["image_size"] == 240
+
+
+def test_another_modality_would_replace_the_executed_notebooks_and_is_refused(tmp_path):
+    _executed_notebook(tmp_path, {"preset": "smoke", "modality": "flair", "seed": 0})
+    assert check_run_folder(tmp_path, settings_of(), modality="flair") == []
+    assert check_run_folder(tmp_path, settings_of(modality="t1ce")) == []     # notebooks by hand: side by side
+    with pytest.raises(RunSettingsConflict) as refused:
+        check_run_folder(tmp_path, settings_of(modality="t1ce"), modality="t1ce")
+    message = str(refused.value)
+    assert "executed notebooks, timings.csv and report.html of a flair run" in message
+    assert "runs/<preset>_t1ce" in message and "--modality all" in message
