@@ -67,6 +67,7 @@ from amecam_lib.models.attention import AttentionNet
 from amecam_lib.models.multi_exit import N_EXITS, MultiExitResNet, upsample_maps
 from amecam_lib.phases import checkpoint_data_config, load_multi_exit, phase_dir
 from amecam_lib.slices import load_slices
+from amecam_lib.fingerprints import tensors_sha256
 from amecam_lib.training import History, fit, load_checkpoint
 
 FEATURE_CHOICES = ("pixels", "encoder")
@@ -334,7 +335,8 @@ def train_attention(run_dir: str | Path, modality: str, preset: Preset, exits: S
               "restrict_to_brain": restrict_to_brain,
               "seed": preset.seed, "classifier": {"checkpoint": str(classifier_checkpoint),
                                                   "epoch": classifier_epoch,
-                                                  "config": classifier_state["config"]}}
+                                                  "config": classifier_state["config"],
+                                                  "weights_sha256": tensors_sha256(classifier_state["model"])}}
     out_dir = aggregation_dir(run_dir, modality, exits)
     history = fit(model, train_step=train_step, train_loader=loader, params=list(attention.parameters()),
                epochs=settings.epochs, lr=settings.lr, min_lr=settings.min_lr,

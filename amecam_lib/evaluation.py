@@ -317,7 +317,8 @@ def score_volumes(run_dir: str | Path, data_dir: str | Path, modality: str, slic
     rows: dict[str, list[dict]] = {method: [] for method in whole}   # patient-major reading, method-major rows
     for case_id in split_case_ids(run_dir, "test"):
         info = read_case_info(run_dir, case_id)
-        truth = read_whole_tumour_for_evaluation(data_dir, case_id)
+        truth = read_whole_tumour_for_evaluation(data_dir, case_id,       # the very file it was sliced from
+                                                 expected_sha256=(info.sources.get("seg") or {}).get("sha256"))
         if truth.whole_tumour.shape != info.original_shape or not np.allclose(truth.affine, info.affine, atol=1e-3):
             raise BratsDataError(f"case {case_id}: the segmentation in {data_dir} is not on the grid this run "
                                  f"was sliced from ({truth.whole_tumour.shape} vs {info.original_shape} or another "

@@ -38,7 +38,8 @@ from amecam_lib.losses.supcon import supcon_loss
 from amecam_lib.models.multi_exit import N_EXITS, MultiExitResNet
 from amecam_lib.models.projection import SupConNet, load_pretrained_backbone
 from amecam_lib.runs import check_modality
-from amecam_lib.slices import SliceDataset, load_slices, split_fingerprint
+from amecam_lib.fingerprints import tensors_sha256
+from amecam_lib.slices import SliceDataset, data_fingerprint, load_slices, split_fingerprint
 from amecam_lib.training import History, fit, load_checkpoint
 
 CLASS_BALANCES = ("none", "pos_weight", "sampler")
@@ -58,10 +59,13 @@ SELECT_DESCRIPTIONS = {f"auc_exit{N_EXITS}": f"highest, ROC AUC of exit {N_EXITS
 
 
 def checkpoint_data_config(run_dir: str | Path, preset: Preset) -> dict:
-    """The data settings stored in a checkpoint's config, with the fingerprint of RUN/split.csv:
-    re-slicing with another split makes the next run start fresh instead of resuming a model that
-    saw today's test patients."""
-    return {**dataclasses.asdict(preset.data), "split_fingerprint": split_fingerprint(run_dir)}
+    """The data settings stored in a checkpoint's config, with the fingerprint of RUN/split.csv and
+    that of the slices' content (:func:`~amecam_lib.slices.data_fingerprint`: split, every case's
+    source file hashes and slicing settings): re-slicing with another split, or from changed source
+    files, makes the next run start fresh instead of resuming a model trained on other slices (or
+    one that saw today's test patients)."""
+    return {**dataclasses.asdict(preset.data), "split_fingerprint": split_fingerprint(run_dir),
+            "data_fingerprint": data_fingerprint(run_dir)}
 
 
 def pretrain_network(arch: str, norm: str, pretrain_settings: dict) -> SupConNet:
@@ -174,7 +178,8 @@ def train_multi_exit(run_dir: str | Path, modality: str, preset: Preset, device:
         pretrain_checkpoint = load_checkpoint(pretrain_path)
         load_pretrained_backbone(model, pretrain_checkpoint["model"])
         init = {"checkpoint": str(pretrain_path), "trained_epochs": pretrain_checkpoint["epoch"],
-                "pretrain_config": pretrain_checkpoint["config"]}
+                "pretrain_config": pretrain_checkpoint["config"],
+                "weights_sha256": tensors_sha256(pretrain_checkpoint["model"])}   # retrained: start afresh
         if progress:
             print(f"multi-exit {modality}: backbone initialised from {pretrain_path}")
     elif progress:

@@ -16,7 +16,8 @@ here to ``float32`` ``code / 65535`` (:func:`amecam_lib.slicing.decode_images`):
 :class:`SliceDataset`. A folder of the older ``float32`` format raises an error naming the file.
 
 A stored file that is missing or truncated raises an error naming it (rerun slicing to redo the
-case). :func:`split_fingerprint` gives a short hash of ``RUN/split.csv`` for checkpoint configs.
+case). :func:`split_fingerprint` gives a short hash of ``RUN/split.csv``, :func:`data_fingerprint` one of
+everything the slices are made from (split, source file contents, slicing settings), for checkpoint configs.
 
 Both give a torch :class:`SliceDataset` whose items are ``(image (1, H, W) float32, label int64)``;
 labels are the slice-level tumour labels (the only supervision AME-CAM uses, paper Sec. 2).
@@ -96,6 +97,8 @@ class CaseInfo:
         spatial_header: the source segmentation's NIfTI spatial header fields
             (:func:`amecam_lib.volumes.spatial_header`: qform, sform, their codes, pixdim, units);
             empty for a folder sliced before they were stored.
+        sources: the source files it was sliced from, ``{name: {"file", "bytes", "sha256"}}`` for
+            the sliced modalities and ``"seg"`` (:func:`amecam_lib.slicing.source_fingerprint`).
     """
 
     case_id: str
@@ -110,6 +113,7 @@ class CaseInfo:
     brain_outside: int = 0
     tumour_outside: int = 0
     spatial_header: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
 
     @property
     def window(self) -> tuple[int, int, int, int]:
@@ -179,6 +183,41 @@ def split_fingerprint(run_dir: str | Path) -> str:
     return hashlib.sha256(lines.encode("utf-8")).hexdigest()[:16]
 
 
+def data_fingerprint(run_dir: str | Path) -> str:
+    """Short fingerprint of everything a run's slices are made from, to store in checkpoint configs.
+
+    The SHA-256 of, for every case of ``RUN/split.csv`` in case order: its split, the ``sources``
+    of its ``case.json`` (name, size and SHA-256 of each source NIfTI file,
+    :func:`amecam_lib.slicing.source_fingerprint`) and its slicing ``settings`` (geometry, label
+    rule, modalities, storage format). The stored slices are a function of these, so a checkpoint
+    trained on other slices (a source file replaced, even by one of the same size and time, a case
+    re-sliced with other settings, another split) has another fingerprint and is never resumed
+    (:func:`amecam_lib.training.fit` compares configs). A folder sliced before source hashes were
+    recorded contributes what its ``case.json`` holds (re-slicing records them).
+
+    Returns:
+        16 lowercase hex digits.
+
+    Raises:
+        BratsDataError: ``RUN/split.csv`` is missing or malformed, or a case of it was not sliced.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "split.csv"
+    if not path.exists():
+        raise BratsDataError(f"{path} not found: slice the data first (slice_dataset or "
+                             f"data_scripts/slice_brats.py)")
+    parts = []
+    for case_id, split in sorted(read_split(path).items()):
+        info_path = run_dir / "slices" / case_id / "case.json"
+        if not info_path.is_file():
+            raise BratsDataError(f"case {case_id} of {path} was not sliced ({info_path} not found): rerun slicing")
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        parts.append({"case_id": case_id, "split": split, "sources": info.get("sources"),
+                      "settings": info.get("settings")})
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def _check_modality_name(modality: str) -> None:
     """Raise a :class:`BratsDataError` listing the valid names when ``modality`` is unknown."""
     if modality not in MODALITIES:
@@ -214,7 +253,8 @@ def read_case_info(run_dir: str | Path, case_id: str) -> CaseInfo:
                     crop_box=crop_box, settings=info["settings"],
                     brain_outside=int(outside.get("brain_voxels", 0)),
                     tumour_outside=int(outside.get("tumour_voxels", 0)),
-                    spatial_header=dict(info.get("spatial_header") or {}))
+                    spatial_header=dict(info.get("spatial_header") or {}),
+                    sources=dict(info.get("sources") or {}))
 
 
 def select_slices(run_dir: str | Path, modality: str, split: str,

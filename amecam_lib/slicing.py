@@ -59,9 +59,11 @@ Either way the manifest counts on the original grid: ``tumour_pixels`` and ``bra
 pixels of the whole original slice, and the label rule's slice area is the original
 ``X * Y`` (57,600 px in BraTS), whatever is stored. Each case folder is written whole into a temporary
 folder and renamed (:func:`amecam_lib.atomic.atomic_dir`); a rerun reuses a case made with the
-same settings from the same files whose ``.npy`` files are all present and complete (header and
-file size checked, :func:`open_stored_array`), and redoes one whose files changed or are incomplete
-(saying why). A run never deletes slices silently (:func:`plan_cases`): a case folder holding the
+same settings from source files of the same *content* (the SHA-256 of each sliced modality and of
+the segmentation, :func:`source_fingerprint`, stored in ``case.json``; a file replaced by another of
+the same size and time is a changed file) whose ``.npy`` files are all present and complete (header
+and file size checked, :func:`open_stored_array`), and redoes one whose sources changed or whose
+files are incomplete (saying why). A run never deletes slices silently (:func:`plan_cases`): a case folder holding the
 requested modalities and more is reused as it is (slicing ``t1ce`` into a folder sliced with all
 four keeps the other three); one made with another geometry or label rule, or lacking a requested
 modality, is a :class:`RunFolderConflict` naming what would be lost, unless ``overwrite=True``,
@@ -91,6 +93,7 @@ from tqdm.auto import tqdm
 
 from amecam_lib.atomic import atomic_dir, atomic_path, clean_stale_tmp
 from amecam_lib.config import MODALITIES, DataConfig, zoomed_size
+from amecam_lib.fingerprints import file_sha256
 from amecam_lib.releases import BratsDataError
 from amecam_lib.splits import make_split, read_split, read_split_file, write_split
 from amecam_lib.volumes import (CaseFiles, UnreadableCase, UnreadableCasesError, check_some_cases, load_case,
@@ -648,10 +651,21 @@ def _check_config(config: DataConfig, workers: int) -> None:
         raise BratsDataError(f"workers must be an integer >= 1, got {workers}")
 
 
-def _source_fingerprint(case: CaseFiles, modalities: list[str]) -> dict:
-    """Names and sizes of the files a case folder was made from (a changed file is redone)."""
+def source_fingerprint(case: CaseFiles, modalities: list[str]) -> dict:
+    """What a case folder is made from: name, size and SHA-256 of each source file (the sliced
+    modalities and the segmentation), stored in ``case.json`` (``sources``) and compared on reruns.
+
+    The content decides, not the size or modification time: a file replaced by another of the same
+    size and time redoes the case. Each file is read once per slicing run (about 0.1 s for a BraTS
+    case of four ``.nii.gz`` modalities; see the README for the measured cost).
+
+    Returns:
+        ``{name: {"file": file name, "bytes": size, "sha256": 64 hex digits}}``, names the
+        modalities and ``"seg"``.
+    """
     files = {m: case.images[m] for m in modalities} | {"seg": case.seg}
-    return {name: {"file": path.name, "bytes": path.stat().st_size} for name, path in files.items()}
+    return {name: {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+            for name, path in files.items()}
 
 
 def _slice_case(task) -> CaseReport:
@@ -667,7 +681,7 @@ def _slice_case(task) -> CaseReport:
     case, settings, slices_dir, overwrite = task
     start = time.perf_counter()
     target = slices_dir / case.case_id
-    sources = _source_fingerprint(case, settings["modalities"])
+    sources = source_fingerprint(case, settings["modalities"])
     redone_because = ""
     if not overwrite:
         records, info, redone_because = _reusable_records(target, settings, sources)
@@ -988,9 +1002,14 @@ def _reusable_records(target: Path, settings: dict,
                             f"(now {settings['format']})")
     if stored != settings:
         return None, None, ""
-    if info.get("sources") != sources:
-        changed = sorted(name for name in sources if (info.get("sources") or {}).get(name) != sources[name])
-        return None, None, f"its source file(s) changed ({', '.join(changed) or 'list of files'})"
+    stored_sources = info.get("sources") or {}
+    if stored_sources != sources:
+        if any("sha256" not in (entry or {}) for entry in stored_sources.values()) or not stored_sources:
+            return None, None, ("its case.json records no content hash (sha256) of its source files "
+                                "(sliced by an older version)")
+        changed = sorted(name for name in sources if stored_sources.get(name) != sources[name])
+        return None, None, (f"the content of its source file(s) changed ({', '.join(changed) or 'list of files'}: "
+                            f"sha256 differs from case.json)")
     try:
         records = _read_case_rows(rows_path)
     except (ValueError, KeyError, TypeError) as error:

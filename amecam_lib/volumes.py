@@ -26,6 +26,7 @@ import nibabel as nib
 import numpy as np
 
 from amecam_lib.config import MODALITIES
+from amecam_lib.fingerprints import file_sha256
 from amecam_lib.releases import RELEASES, BratsDataError, Release, detect_release, strip_nifti_suffix
 
 AFFINE_TOLERANCE_MM = 1e-3
@@ -379,7 +380,8 @@ class EvaluationTruth:
     voxel_spacing_mm: tuple[float, float, float]
 
 
-def read_whole_tumour_for_evaluation(data_dir: str | Path, case_id: str) -> EvaluationTruth:
+def read_whole_tumour_for_evaluation(data_dir: str | Path, case_id: str,
+                                     expected_sha256: str | None = None) -> EvaluationTruth:
     """EVALUATION ONLY: read one case's expert segmentation as the ground truth of a 3-D score.
 
     The weakly supervised method never sees a segmentation while it trains (slice labels come
@@ -394,12 +396,17 @@ def read_whole_tumour_for_evaluation(data_dir: str | Path, case_id: str) -> Eval
     Args:
         data_dir: the BraTS root the run was sliced from.
         case_id: the case folder's name.
+        expected_sha256: SHA-256 of the segmentation the case was sliced from (``case.json``,
+            ``sources["seg"]``); the file found must have it. The same folder name is no proof of
+            the same patient: another data folder, or a case replaced since, would be scored against
+            another truth. None: not checked (a folder sliced before hashes were recorded).
 
     Returns:
         :class:`EvaluationTruth`.
 
     Raises:
-        BratsDataError: no folder ``data_dir/case_id``, or as :func:`load_case`.
+        BratsDataError: no folder ``data_dir/case_id``; a segmentation whose SHA-256 differs from
+            ``expected_sha256``; or as :func:`load_case`.
     """
     case_dir = Path(data_dir) / case_id
     if not case_dir.is_dir():
@@ -407,6 +414,10 @@ def read_whole_tumour_for_evaluation(data_dir: str | Path, case_id: str) -> Eval
             f"case {case_id} not found in {data_dir}: the 3-D scores read its original segmentation; "
             f"pass data_dir= the BraTS folder this run was sliced from")
     case = find_case_files(case_dir)
+    if expected_sha256 is not None and file_sha256(case.seg) != expected_sha256:
+        raise BratsDataError(
+            f"{case.seg} is not the segmentation case {case_id} was sliced from (its sha256 differs from the one "
+            f"in the run's case.json): pass data_dir= the BraTS folder this run was sliced from, or slice again")
     volumes = load_case(case, modalities=())
     zooms = _open(case.seg).header.get_zooms()[:3]
     return EvaluationTruth(case_id=case_id, whole_tumour=volumes.whole_tumour, affine=volumes.affine,

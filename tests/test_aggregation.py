@@ -260,3 +260,29 @@ def test_pool_region_must_be_known(tmp_path):
 
     with pytest.raises(ValueError, match="pool_region"):
         train_attention(tmp_path, "flair", tiny_preset(**{"aggregation.pool_region": "skull"}), device="cpu")
+
+
+def test_an_attention_network_trained_on_another_classifier_is_not_resumed(tmp_path, one_thread):
+    """A is trained on the exit maps of multi_exit/best.pt: a classifier retrained to other weights
+    (same epoch and settings, so the same config before) makes the finished A be redone, not returned."""
+    import dataclasses
+
+    from _tiny_run import tiny_preset, tiny_run
+    from amecam_lib.aggregation import train_attention
+    from amecam_lib.config import MultiExitConfig
+    from amecam_lib.models.multi_exit import MultiExitResNet
+    from amecam_lib.phases import phase_dir
+    from amecam_lib.training import CHECKPOINT_FORMAT
+
+    run = tiny_run(tmp_path)
+    preset = tiny_preset()
+    train_attention(run, "flair", preset, device="cpu", progress=False)
+    assert train_attention(run, "flair", preset, device="cpu", progress=False).resumed_epochs == 1
+    torch.manual_seed(5)
+    retrained = MultiExitResNet().eval()
+    torch.save({"format": CHECKPOINT_FORMAT, "model": retrained.state_dict(), "epoch": 1,
+                "config": {"multi_exit": dataclasses.asdict(MultiExitConfig())}},
+               phase_dir(run, "flair", "multi_exit") / "best.pt")
+    with pytest.warns(UserWarning, match="another config.*weights_sha256"):
+        history = train_attention(run, "flair", preset, device="cpu", progress=False)
+    assert history.resumed_epochs == 0

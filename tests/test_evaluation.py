@@ -291,6 +291,30 @@ def test_volume_scores_need_the_data_the_run_was_sliced_from(volume_run, tmp_pat
         evaluate(run, "flair", get_preset("smoke"), data_dir=tmp_path)
 
 
+def test_volume_scores_refuse_a_segmentation_other_than_the_one_sliced(volume_run, tmp_path):
+    """Same folder names, same grid, another segmentation (a data folder copied and a case replaced):
+    its sha256 differs from case.json's, so the 3-D scores refuse it instead of scoring against it."""
+    import shutil
+
+    import nibabel as nib
+
+    from amecam_lib.releases import BratsDataError
+
+    run, root = volume_run
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    seg_path = copy / VOLUME_CASES[2] / f"{VOLUME_CASES[2]}_seg.nii.gz"
+    image = nib.load(seg_path)
+    other = np.asarray(image.dataobj).copy()
+    other[30:32, 30:32, 1] = 1
+    nib.save(nib.Nifti1Image(other, image.affine, header=image.header), seg_path)
+    test = load_slices(run, "flair", "test")
+    with pytest.raises(BratsDataError, match=f"{VOLUME_CASES[2]}_seg.nii.gz is not the segmentation case"):
+        score_volumes(run, copy, "flair", test, {"m": test.masks}, {"m": np.arange(len(test))})
+    shutil.copy(root / VOLUME_CASES[2] / f"{VOLUME_CASES[2]}_seg.nii.gz", seg_path)       # the sliced file: fine
+    assert len(score_volumes(run, copy, "flair", test, {"m": test.masks}, {"m": np.arange(len(test))})) == 2
+
+
 def test_results_3d_are_merged_across_modalities_and_summarised_in_markdown(tmp_path):
     def result(modality: str) -> EvaluationResult:
         table = pd.DataFrame([{"method": m, "n_slices": 1, "dice_mean": 0.5, "dice_std": 0.0, "iou_mean": 0.3,

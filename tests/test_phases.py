@@ -135,16 +135,30 @@ def test_load_multi_exit_missing_checkpoint(tmp_path):
         phase_dir(tmp_path, "pd", "pretrain")
 
 
-def test_checkpoint_config_carries_the_split_fingerprint(tmp_path):
-    """A run folder re-sliced with another split must not resume models trained on the old one."""
+def test_checkpoint_config_carries_the_split_and_data_fingerprints(tmp_path):
+    """A run folder re-sliced with another split, or from changed source files, must not resume
+    models trained on the old slices."""
+    import json
+
     from amecam_lib.phases import checkpoint_data_config
 
+    for case_id in "ABC":
+        (tmp_path / "slices" / case_id).mkdir(parents=True)
+        (tmp_path / "slices" / case_id / "case.json").write_text(json.dumps(
+            {"sources": {"flair": {"file": f"{case_id}_flair.nii.gz", "bytes": 10, "sha256": "0" * 64}},
+             "settings": {"format": 3}}))
     (tmp_path / "split.csv").write_text("case_id,split\nA,train\nB,val\nC,test\n")
     before = checkpoint_data_config(tmp_path, get_preset("smoke"))
     (tmp_path / "split.csv").write_text("case_id,split\nA,test\nB,val\nC,train\n")
     after = checkpoint_data_config(tmp_path, get_preset("smoke"))
     assert before["crop_size"] == (160, 192) and before["crop_zoom"] == 0.4
     assert before["split_fingerprint"] != after["split_fingerprint"]
+    assert before["data_fingerprint"] != after["data_fingerprint"]
+    info_path = tmp_path / "slices" / "B" / "case.json"
+    info_path.write_text(info_path.read_text().replace("0" * 64, "1" * 64))   # B re-sliced from another file
+    changed = checkpoint_data_config(tmp_path, get_preset("smoke"))
+    assert changed["split_fingerprint"] == after["split_fingerprint"]
+    assert changed["data_fingerprint"] != after["data_fingerprint"]
 
 
 def test_pretrain_simclr_authors_on_a_tiny_run(tmp_path, one_thread):
@@ -168,3 +182,62 @@ def test_pretrain_simclr_authors_on_a_tiny_run(tmp_path, one_thread):
     assert load_pretrained_backbone(net, state) == len(net.backbone.state_dict())
     images = load_slices(run, "flair", "val").images[:3]
     assert embed(run, "flair", images, which="pretrain").shape == (3, 512)
+
+
+def test_a_pretraining_on_changed_slices_is_not_resumed(tmp_path, one_thread):
+    """Resume is decided by the slices' content: a train case's FLAIR replaced by another volume and
+    re-sliced (same split, same settings) changes the checkpoint config's data fingerprint, so the
+    finished pretraining is set aside and redone instead of being returned (the split fingerprint
+    alone did not change)."""
+    from _tiny_run import SIZE, tiny_preset, tiny_run
+    from _synthetic import write_case
+    from amecam_lib.config import DataConfig
+    from amecam_lib.slicing import slice_dataset
+
+    run = tiny_run(tmp_path)
+    preset = tiny_preset(**{"pretrain.epochs": 1, "pretrain.batch_size": 8})
+    pretrain_supcon(run, "flair", preset, device="cpu", progress=False)
+    assert pretrain_supcon(run, "flair", preset, device="cpu", progress=False).resumed_epochs == 1   # unchanged
+    config_before = load_checkpoint(phase_dir(run, "flair", "pretrain") / "last.pt")["config"]["data"]
+    case_id = "BraTS2021_00001"                                        # a train case
+    flair = np.zeros((SIZE, SIZE, 6), np.int16)
+    flair[4:28, 4:28, :] = 250                                          # another brain
+    write_case(tmp_path / "data", case_id, shape=flair.shape, images={"flair": flair},
+               seg=np.zeros(flair.shape, np.uint8))
+    with pytest.warns(UserWarning, match=f"{case_id}: the content of its source file"):
+        slice_dataset(tmp_path / "data", run, DataConfig(modalities=("flair",), image_size=SIZE),
+                      split_file=tmp_path / "split.csv", progress=False)
+    with pytest.warns(UserWarning, match="another config"):
+        history = pretrain_supcon(run, "flair", preset, device="cpu", progress=False)
+    assert history.resumed_epochs == 0
+    config_after = load_checkpoint(phase_dir(run, "flair", "pretrain") / "last.pt")["config"]["data"]
+    assert config_after["split_fingerprint"] == config_before["split_fingerprint"]
+    assert config_after["data_fingerprint"] != config_before["data_fingerprint"]
+
+
+def test_a_multi_exit_network_started_from_other_pretrained_weights_is_not_resumed(tmp_path, one_thread):
+    """The multi-exit network starts from pretrain/best.pt: pretrained again to other weights (same
+    epoch count and settings), the finished multi-exit training is redone, not returned."""
+    import dataclasses
+
+    from _tiny_run import tiny_preset, tiny_run
+    from amecam_lib.phases import pretrain_network
+
+    run = tiny_run(tmp_path)
+    preset = tiny_preset(**{"multi_exit.epochs": 1, "multi_exit.batch_size": 8})
+    pretrain_path = phase_dir(run, "flair", "pretrain") / "best.pt"
+    pretrain_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save_pretrained(seed):
+        torch.manual_seed(seed)
+        net = pretrain_network(preset.multi_exit.arch, preset.multi_exit.norm, dataclasses.asdict(preset.pretrain))
+        torch.save({"format": CHECKPOINT_FORMAT, "model": net.state_dict(), "epoch": 1,
+                    "config": {"pretrain": dataclasses.asdict(preset.pretrain)}}, pretrain_path)
+
+    save_pretrained(1)
+    train_multi_exit(run, "flair", preset, device="cpu", progress=False)
+    assert train_multi_exit(run, "flair", preset, device="cpu", progress=False).resumed_epochs == 1
+    save_pretrained(2)
+    with pytest.warns(UserWarning, match="another config.*weights_sha256"):
+        history = train_multi_exit(run, "flair", preset, device="cpu", progress=False)
+    assert history.resumed_epochs == 0

@@ -173,10 +173,49 @@ def test_rerun_skips_redoes_and_cleans(tmp_path):
     assert np.load(flair).shape == (4, 10, 10)
     # a changed source file is redone too, saying why
     write_case(tmp_path / "data", CASES[0], shape=(20, 20, 5))
-    with pytest.warns(UserWarning, match=f"{CASES[0]}: its source file.*changed"):
+    with pytest.warns(UserWarning, match=f"{CASES[0]}: the content of its source file.*changed"):
         report = slice_dataset(tmp_path / "data", run, config(image_size=10), progress=False)
     assert [case.reused for case in report.cases] == [False, True, True]
     assert np.load(flair).shape == (5, 10, 10)
+
+
+def test_a_source_replaced_by_another_of_the_same_size_and_time_is_redone(tmp_path):
+    """Reuse is decided by content: a flair file swapped for another volume of the same shape and
+    type (so the same byte count, uncompressed .nii) with its modification time put back was
+    reused before (sizes compared); its sha256 differs, so the case is redone and says why."""
+    shape = (20, 20, 4)
+    for case_id in CASES:
+        write_case(tmp_path / "data", case_id, shape=shape, ext=".nii")
+    run = tmp_path / "run"
+    slice_dataset(tmp_path / "data", run, config(), progress=False)
+    info = json.loads((run / "slices" / CASES[0] / "case.json").read_text())
+    path = tmp_path / "data" / CASES[0] / f"{CASES[0]}_flair.nii"
+    assert info["sources"]["flair"] == {"file": path.name, "bytes": path.stat().st_size,
+                                        "sha256": slicing.file_sha256(path)}
+    before = path.stat()
+    old_images = np.load(run / "slices" / CASES[0] / "flair.npy")
+    write_case(tmp_path / "data", CASES[0], shape=shape, ext=".nii", images={"flair": ramp(shape, offset=7)[::-1].copy()})
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    with pytest.warns(UserWarning, match=f"{CASES[0]}: the content of its source file\\(s\\) changed \\(flair"):
+        report = slice_dataset(tmp_path / "data", run, config(), progress=False)
+    assert [case.reused for case in report.cases] == [False, True, True]
+    assert not np.array_equal(np.load(run / "slices" / CASES[0] / "flair.npy"), old_images)
+    report = slice_dataset(tmp_path / "data", run, config(), progress=False)
+    assert all(case.reused for case in report.cases)                    # unchanged content: reused
+
+
+def test_a_folder_without_source_hashes_is_redone(tmp_path):
+    small_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    slice_dataset(tmp_path / "data", run, config(), progress=False)
+    info_path = run / "slices" / CASES[1] / "case.json"
+    info = json.loads(info_path.read_text())
+    info["sources"] = {name: {k: v for k, v in entry.items() if k != "sha256"} for name, entry in info["sources"].items()}
+    info_path.write_text(json.dumps(info))
+    with pytest.warns(UserWarning, match=f"{CASES[1]}: its case.json records no content hash"):
+        report = slice_dataset(tmp_path / "data", run, config(), progress=False)
+    assert [case.reused for case in report.cases] == [True, False, True]
 
 
 def test_failure_mid_case_leaves_no_partial_folder(tmp_path, monkeypatch):
