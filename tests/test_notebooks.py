@@ -194,6 +194,27 @@ def test_pipeline_succeeds_and_reports(smoke_run):
     timings = pd.read_csv(run_dir / "timings.csv")
     assert list(timings["notebook"]) == EXPECTED and (timings["seconds"] > 0).all()
     assert "# Results" in completed.stdout and "wall time per notebook" in completed.stdout
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["preset"] == "smoke" and record["modalities"] == ["flair"] and record["git_commit"]
+
+
+@pytest.mark.slow
+def test_pipeline_writes_a_self_contained_report(smoke_run):
+    """RUN/report.html: every notebook with its figures, no script or link to fetch, TOC, results on top."""
+    import re
+
+    run_dir, completed = smoke_run
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert f"report: {run_dir / 'report.html'}" in completed.stdout
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "<script" not in page and not re.search(r'(src|href)\s*=\s*["\']?\s*(https?:)?//', page)
+    images = re.findall(r'<img [^>]*src="([^"]*)"', page)
+    assert all(src.startswith("data:image/") for src in images)
+    assert sum(src.startswith("data:image/png") for src in images) >= 19      # every saved figure at least
+    contents = page[:page.index('id="report-results"')]
+    assert all(name in contents for name in EXPECTED) and "Summary" in contents
+    assert page.index('id="report-results"') < page.index("ame_cam_crf") < page.index('id="nb01-0"')
+    assert "Settings of this run" in page and "crop_zoom" in page and "Wall time" in page
 
 
 @pytest.mark.slow
