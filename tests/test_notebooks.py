@@ -2,7 +2,7 @@
 by ``data_scripts/run_pipeline.py --preset smoke`` on the real sample and validated with nbval
 (slow, minutes; CI runs it).
 
-The slow tests share one smoke run (module-scoped fixture): run the pipeline once, check its
+The slow tests share one smoke run (``smoke_run``, session-scoped, in conftest.py): run the pipeline once, check its
 files, re-execute the executed notebooks with nbval (the trainings resume, so they return at
 once), and check that nbval does fail when a checked output is wrong.
 """
@@ -170,14 +170,7 @@ def _environment() -> dict:
     return {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(REPO_ROOT)}
 
 
-@pytest.fixture(scope="module")
-def smoke_run(sample_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    run_dir = tmp_path_factory.mktemp("smoke_run")
-    completed = subprocess.run(
-        [sys.executable, str(PIPELINE), "--preset", "smoke", "--modality", "flair",
-         "--data-dir", str(sample_dir), "--out", str(run_dir)],
-        cwd=REPO_ROOT, env=_environment(), capture_output=True, text=True, timeout=1800)
-    return run_dir, completed
+# smoke_run: the session's one smoke pipeline run (tests/conftest.py; tests/test_browser.py reuses it)
 
 
 @pytest.mark.slow
