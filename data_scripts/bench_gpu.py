@@ -35,8 +35,8 @@ What it projects, and what it assumes
     * not counted: the multi-exit validation after every epoch, the attention network (phase 2),
       the evaluation of the test split, and the slicing.
 
-    On the CPU the projection is what this CPU would take, a sanity check of the script, not a
-    GPU figure.
+    On the CPU the columns say "1 CPU" / "N CPUs": what this CPU (and N of them) would take, a check
+    of the script, not a GPU figure.
 
 Usage::
 
@@ -298,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     epochs = {"supcon": preset.pretrain.epochs, "multi_exit": preset.multi_exit.epochs}
     print(f"\nProjected wall time of preset '{preset.name}' on full BraTS 2021: {BRATS2021_CASES:,} cases, "
           f"{BRATS2021_SLICES:,} slices; training split {train_cases:,} cases = {train_slices:,} slices")
-    print("| phase | epochs | rate used (batch, AMP) | images/s | 1 GPU | "
-          f"{args.gpus} GPUs |")
+    kind = "GPU" if device.type == "cuda" else device.type.upper()    # on the CPU: this CPU, N of them
+    print(f"| phase | epochs | rate used (batch, AMP) | images/s | 1 {kind} | {args.gpus} {kind}s |")
     print("|---|---:|---|---:|---:|---:|")
     total, complete = 0.0, True
     for phase in args.phases:
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{format_duration(seconds)} | {format_duration(seconds / args.gpus)} |")
     if complete:
         print(f"| total | | | | {format_duration(total)} | {format_duration(total / args.gpus)} |")
-    print(f"\nAssumptions: {args.gpus} GPUs scale linearly (time / {args.gpus}; all-reduce, SyncBatchNorm and the "
+    print(f"\nAssumptions: {args.gpus} {kind}s scale linearly (time / {args.gpus}; all-reduce, SyncBatchNorm and the "
           "SupCon gather not measured); the data loader keeps up; not counted: multi-exit validation, the attention "
           "network, evaluation, slicing.")
     if preset.data.min_brain_fraction > 0 or preset.data.exclude_ambiguous:
