@@ -19,6 +19,7 @@ the patient's left on the right (radiological convention). Only the picture turn
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -77,6 +78,21 @@ def _grid(n_rows: int, n_cols: int, cell: float = 2.0, **kwargs) -> tuple[Figure
     fig = Figure(figsize=(cell * n_cols, cell * n_rows + 0.4), layout="constrained")
     axes = np.asarray(fig.subplots(n_rows, n_cols, squeeze=False, **kwargs))
     return fig, axes
+
+
+ROW_TITLE_CHARS = 20
+"""Longest line of a grid's row title (:func:`plot_map_grid`): about 1.1 inch at 7 pt, less than one
+panel's height, so a turned title stays beside its own row."""
+
+
+def _row_title(ax, title: str) -> None:
+    """Write a row's title left of its first panel, turned 90 degrees and wrapped at spaces into lines
+    of at most :data:`ROW_TITLE_CHARS` characters (a longer word stays whole): written on one line, a
+    title such as ``"Brats18_CBICA_AQN_1 z=108 (ambiguous)"`` is longer than the row is tall and runs
+    into the titles of the rows above and below."""
+    lines = textwrap.wrap(title, ROW_TITLE_CHARS, break_long_words=False, break_on_hyphens=False)
+    ax.text(-0.06, 0.5, "\n".join(lines) or title, transform=ax.transAxes, rotation=90, va="center",
+            ha="right", ma="center", fontsize=7)
 
 
 def display_view(array: np.ndarray) -> np.ndarray:
@@ -475,8 +491,7 @@ def plot_map_grid(images: np.ndarray, maps: Mapping[str, np.ndarray],
                 ax.set_title(name, fontsize=9)
             col += 1
         if row_titles is not None:
-            axes[r, 0].text(-0.06, 0.5, row_titles[r], transform=axes[r, 0].transAxes, rotation=90,
-                            va="center", ha="right", fontsize=7)
+            _row_title(axes[r, 0], row_titles[r])
     if colorbar:
         mappable = ScalarMappable(norm=Normalize(vmin, vmax), cmap=cmap)
         fig.colorbar(mappable, ax=axes[:, 1 + show_gt:], shrink=0.8, label=colorbar)
@@ -574,8 +589,7 @@ def plot_masks_beside_truth(images: np.ndarray, cam: np.ndarray, masks: Mapping[
         for col, (name, stack) in enumerate(masks.items(), start=3):
             show_mask(axes[r, col], stack[r], contour=truth[r], title=name if first else None)
         if row_titles is not None:
-            axes[r, 0].text(-0.06, 0.5, row_titles[r], transform=axes[r, 0].transAxes, rotation=90,
-                            va="center", ha="right", fontsize=7)
+            _row_title(axes[r, 0], row_titles[r])
     return fig
 
 

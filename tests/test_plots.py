@@ -137,6 +137,28 @@ def test_plot_map_grid_layout_and_checks():
         plot_map_grid(images, {"M1": np.ones((3, S, S))})
 
 
+def test_plot_map_grid_row_titles_stay_beside_their_rows():
+    """Long row titles (notebook 05's static browser: case, z and kind) are wrapped so that each
+    stays within its own row and no two overlap."""
+    images = np.zeros((3, 1, 160, 192), np.float32)
+    maps = {name: np.zeros((3, 160, 192)) for name in ("intensity", "grad_cam", "layer_cam", "avg_me", "ame_cam")}
+    titles = ["Brats18_CBICA_AQN_1 z=85 (normal)", "Brats18_CBICA_AQN_1 z=108 (ambiguous)",
+              "Brats18_CBICA_AQN_1 z=109 (tumour)"]
+    fig = plot_map_grid(images, maps, np.zeros((3, 160, 192), bool), show_gt=True, row_titles=titles)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    texts = [t for ax in fig.axes for t in ax.texts]
+    assert [t.get_text().replace("\n", " ") for t in texts] == titles
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    rows = [fig.axes[r * 7].get_window_extent(renderer) for r in range(3)]
+    for box, row in zip(boxes, rows):
+        assert row.y0 - 1 <= box.y0 and box.y1 <= row.y1 + 1, "a row title runs past its row"
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
 def test_plot_crf_steps_titles_carry_the_scores():
     mask = _square_mask()
     fig = plot_crf_steps(np.zeros((1, S, S)), mask * 0.9, 0.5, mask, mask, mask,
