@@ -57,7 +57,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from amecam_lib.aggregation import ALL_EXITS, load_attention
 from amecam_lib.atomic import atomic_path, write_text
@@ -68,6 +67,7 @@ from amecam_lib.device import pick_device
 from amecam_lib.export import case_mask_volume
 from amecam_lib.metrics import HD95_EMPTY, false_positive_area, slice_scores, summarise, volume_scores
 from amecam_lib.phases import load_multi_exit
+from amecam_lib.progress import tqdm
 from amecam_lib.releases import BratsDataError
 from amecam_lib.runs import check_modality, resolve_data_dir
 from amecam_lib.slices import SliceSet, load_slices, read_case_info, read_manifest

@@ -210,8 +210,9 @@ def build_report(run_dir: str | os.PathLike, *, settings: Mapping[str, Mapping[s
     Raises:
         FileNotFoundError: the run folder holds none of ``notebooks``.
     """
-    from nbconvert import HTMLExporter
     from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+    from traitlets.config import Config
 
     run_dir = Path(run_dir)
     present = [name for name in notebooks if (run_dir / name).is_file()]
@@ -272,8 +273,11 @@ def build_report(run_dir: str | os.PathLike, *, settings: Mapping[str, Mapping[s
     page.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     page.metadata["title"] = title
     page.cells = [nbformat.v4.new_markdown_cell("\n".join(header)), *body]
+    # CoalesceStreams: a plain-text progress bar (amecam_lib.progress) is one stream output per update,
+    # each "\r<bar>"; merged and with the overwritten text dropped, the page shows each bar's last state.
     exporter = HTMLExporter(template_name="lab", extra_loaders=[DictLoader({"amecam_report.html.j2": _TEMPLATE})],
-                            template_file="amecam_report.html.j2", exclude_anchor_links=True)
+                            template_file="amecam_report.html.j2", exclude_anchor_links=True,
+                            config=Config({"CoalesceStreamsPreprocessor": {"enabled": True}}))
     text, _ = exporter.from_notebook_node(page, resources={"metadata": {"name": title}})
     return text
 

@@ -89,11 +89,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from amecam_lib.atomic import atomic_dir, atomic_path, clean_stale_tmp
 from amecam_lib.config import MODALITIES, DataConfig, zoomed_size
 from amecam_lib.fingerprints import file_sha256
+from amecam_lib.progress import tqdm
 from amecam_lib.releases import BratsDataError
 from amecam_lib.splits import make_split, read_split, read_split_file, write_split
 from amecam_lib.volumes import (CaseFiles, UnreadableCase, UnreadableCasesError, check_some_cases, load_case,

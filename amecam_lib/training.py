@@ -58,10 +58,10 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from amecam_lib.atomic import atomic_path, clean_stale_tmp, write_text
 from amecam_lib.device import pick_device, seed_everything
+from amecam_lib.progress import tqdm
 
 CHECKPOINT_FORMAT = "amecam-checkpoint-v1"
 OPTIMIZERS = ("adam", "sgd")

@@ -34,6 +34,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,7 @@ from papermill.exceptions import PapermillExecutionError
 
 from amecam_lib.atomic import write_text
 from amecam_lib.config import MODALITIES, PRESET_NAMES
+from amecam_lib.progress import PLAIN_PROGRESS_ENV
 from amecam_lib.report import report_settings, table1_markdown, write_report
 from amecam_lib.run_record import check_run_folder, run_settings, write_run_record
 from amecam_lib.runs import REPO_ROOT, notebook_preset, resolve_data_dir, resolve_run_dir
@@ -232,6 +234,9 @@ def run_all_modalities(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The kernels papermill starts inherit this: the library's progress bars are plain text, whose last
+    # state the executed notebooks keep (a widget bar's state is not saved: stuck at 0 % in JupyterLab).
+    os.environ.setdefault(PLAIN_PROGRESS_ENV, "1")
     return run_series(parse_args(argv))
 
 
