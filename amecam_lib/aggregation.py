@@ -43,6 +43,13 @@ split's tumour slices. With uniform weights the final CAM *is* ``avg_me``.
 Training slices (``AggregationConfig.train_slices``): ``"tumour"`` (default) uses the train-split
 slices *labelled* tumour, where a foreground exists to be separated; ``"all"`` uses every train
 slice. Only slice labels are used, never masks.
+
+At scale (``preset.compute.lazy_slices``, and always under torchrun): the slices are read lazily
+from the memory-mapped store and the frozen classifier's exit maps are computed per batch
+(:func:`frozen_exit_maps`) instead of once for the whole split, so no process holds the split or
+its maps in memory; the validation diagnostics and the attention-weight report are shared out by
+batch over the processes (:func:`amecam_lib.distributed.batch_shard`) and summed. Same maps, same
+loss; only the order of floating-point sums differs.
 """
 
 from __future__ import annotations
@@ -56,8 +63,9 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from amecam_lib import distributed
 from amecam_lib.atomic import write_text
 from amecam_lib.config import Preset
 from amecam_lib.device import pick_device, seed_everything
@@ -65,8 +73,9 @@ from amecam_lib.equations import brain_region, fuse, normalise_maps  # noqa: F40
 from amecam_lib.losses.c2am import c2am_loss
 from amecam_lib.models.attention import AttentionNet
 from amecam_lib.models.multi_exit import N_EXITS, MultiExitResNet, upsample_maps
-from amecam_lib.phases import checkpoint_data_config, load_multi_exit, phase_dir
-from amecam_lib.slices import load_slices
+from amecam_lib.phases import (checkpoint_data_config, fit_compute_settings, image_batch, lazy_slices,
+                               load_multi_exit, phase_dir, training_loader)
+from amecam_lib.slices import SliceDataset, load_slices
 from amecam_lib.fingerprints import tensors_sha256
 from amecam_lib.training import History, fit, load_checkpoint
 
@@ -162,6 +171,24 @@ def native_exit_maps(model: MultiExitResNet, images, exits: Sequence[int] = ALL_
         for slot, exit_index in enumerate(exits):
             chunks[slot].append(output.maps[exit_index - 1].float().cpu())
     return [torch.cat(parts) for parts in chunks]
+
+
+@torch.no_grad()
+def frozen_exit_maps(classifier: MultiExitResNet, images: torch.Tensor,
+                     exits: Sequence[int] = ALL_EXITS) -> list[torch.Tensor]:
+    """The frozen classifier's exit maps of one batch, at native resolution, in float32 (autocast
+    off): what :func:`native_exit_maps` stores for the whole split, computed when needed.
+
+    Args:
+        classifier: trained multi-exit network in eval mode, on ``images``' device.
+        images: ``(B, 1, H, W)`` slices.
+
+    Returns:
+        one ``(B, 1, h_i, w_i) float32`` tensor per selected exit, on ``images``' device.
+    """
+    with torch.autocast(device_type=images.device.type, enabled=False):
+        output = classifier(images.float())
+    return [output.maps[exit_index - 1].float() for exit_index in exits]
 
 
 def normalised_exit_maps(native_maps: Sequence[torch.Tensor], size: int | tuple[int, int],
@@ -302,19 +329,31 @@ def train_attention(run_dir: str | Path, modality: str, preset: Preset, exits: S
     classifier_state = load_checkpoint(classifier_checkpoint)
     classifier_epoch = int(classifier_state["epoch"])
 
-    train_set = load_slices(run_dir, modality, "train", exclude_ambiguous=preset.data.exclude_ambiguous)
-    val_set = load_slices(run_dir, modality, "val", exclude_ambiguous=False)
-    train_images = _select(train_set, train_slices)
-    val_images = _select(val_set, "tumour")
+    lazy = lazy_slices(preset)
+    if lazy:     # read per item from the store; exit maps per batch (frozen_exit_maps)
+        train_images = _select_lazy(SliceDataset.from_run(run_dir, modality, "train",
+                                                          exclude_ambiguous=preset.data.exclude_ambiguous),
+                                    train_slices)
+        val_images = _select_lazy(SliceDataset.from_run(run_dir, modality, "val"), "tumour")
+    else:
+        train_images = _select(load_slices(run_dir, modality, "train",
+                                           exclude_ambiguous=preset.data.exclude_ambiguous), train_slices)
+        val_images = _select(load_slices(run_dir, modality, "val", exclude_ambiguous=False), "tumour")
     if len(train_images) == 0:
         raise ValueError(f"no {train_slices} slice in the train split of {run_dir} ({modality})")
 
-    # Frozen classifier: its exit maps are computed once, at native resolution.
-    train_maps = native_exit_maps(classifier, train_images, exits, device=run_device)
-    val_maps = native_exit_maps(classifier, val_images, exits, device=run_device) if len(val_images) else None
-    loader = DataLoader(TensorDataset(torch.from_numpy(train_images), *train_maps),
-                        batch_size=settings.batch_size, shuffle=True, num_workers=preset.num_workers,
-                        drop_last=len(train_images) > settings.batch_size)
+    if lazy:
+        train_maps, val_maps = None, None
+        loader = training_loader(train_images, settings.batch_size, preset, run_device,
+                                 drop_last=len(train_images) > settings.batch_size)
+    else:
+        # Frozen classifier: its exit maps are computed once, at native resolution.
+        train_maps = native_exit_maps(classifier, train_images, exits, device=run_device)
+        val_maps = native_exit_maps(classifier, val_images, exits, device=run_device) if len(val_images) else None
+        loader = DataLoader(TensorDataset(torch.from_numpy(train_images), *train_maps),
+                            batch_size=settings.batch_size, shuffle=True, num_workers=preset.num_workers,
+                            drop_last=len(train_images) > settings.batch_size)
+    has_val = len(val_images) > 0
 
     seed_everything(preset.seed)
     attention = AttentionNet(n_maps=len(exits), hidden=settings.hidden,
@@ -322,11 +361,15 @@ def train_attention(run_dir: str | Path, modality: str, preset: Preset, exits: S
     model = _AttentionWithFrozenClassifier(attention, classifier)
 
     def train_step(net, batch, step_device):
-        images, *native_maps = (item.to(step_device, non_blocking=True) for item in batch)
+        if lazy:                      # (images, labels) -> exit maps of the frozen classifier now
+            images = batch[0].to(step_device, non_blocking=True)
+            native_maps = frozen_exit_maps(net.classifier, images, exits)
+        else:
+            images, *native_maps = (item.to(step_device, non_blocking=True) for item in batch)
         return aggregation_step(net, images, native_maps, settings, restrict_to_brain)[0]
 
     def evaluate(net, eval_device):
-        if val_maps is None:
+        if not has_val:
             return {}
         return _diagnostics(net, val_images, val_maps, exits, settings, eval_device, restrict_to_brain)
 
@@ -341,15 +384,17 @@ def train_attention(run_dir: str | Path, modality: str, preset: Preset, exits: S
     history = fit(model, train_step=train_step, train_loader=loader, params=list(attention.parameters()),
                epochs=settings.epochs, lr=settings.lr, min_lr=settings.min_lr,
                weight_decay=settings.weight_decay, optimizer=settings.optimizer, momentum=settings.momentum,
-               evaluate=evaluate if val_maps is not None else None,
-               monitor="val_loss" if val_maps is not None else None, monitor_mode="min",
+               evaluate=evaluate if has_val else None,
+               monitor="val_loss" if has_val else None, monitor_mode="min",
                out_dir=out_dir, config=config, device=run_device,
                seed=preset.seed, desc=f"attention {modality} exits {''.join(map(str, exits))}",
-               progress=progress)
-    if val_maps is not None:
+               progress=progress, **fit_compute_settings(preset))
+    if has_val:
         best = load_attention(run_dir, modality, exits, device=run_device, restrict_to_brain=restrict_to_brain)
-        table = attention_weight_table(best, val_images, val_maps, exits, restrict_to_brain, device=run_device)
-        write_text(out_dir / ATTENTION_REPORT, _csv_text(table))
+        table = attention_weight_table(best, val_images, val_maps, exits, restrict_to_brain, device=run_device,
+                                       classifier=classifier)
+        if distributed.is_main():
+            write_text(out_dir / ATTENTION_REPORT, _csv_text(table))
     return history
 
 
@@ -372,7 +417,9 @@ def load_attention(run_dir: str | Path, modality: str, exits: Sequence[int] = AL
     Raises:
         FileNotFoundError: not trained yet (run :func:`train_attention`, notebook 04).
         ValueError: bad ``which`` or ``exits``; ``restrict_to_brain`` given and not the one it was
-            trained with (the message names ``EvaluationConfig.restrict_to_brain``).
+            trained with (the message names ``EvaluationConfig.restrict_to_brain``); the run's
+            classifier (``multi_exit/best.pt``) is not the one it was trained on (its weights'
+            sha256 differs from the one in the checkpoint's config: retrain A, notebook 04).
     """
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last', got {which!r}")
@@ -385,11 +432,24 @@ def load_attention(run_dir: str | Path, modality: str, exits: Sequence[int] = AL
                              final_bn_relu=settings.get("final_bn_relu", False))
     attention.load_state_dict(checkpoint["model"])
     attention.restrict_to_brain = bool(checkpoint["config"].get("restrict_to_brain", False))
+    _check_trained_on_this_classifier(path, checkpoint["config"], phase_dir(run_dir, modality, "multi_exit") / "best.pt")
     if restrict_to_brain is not None and attention.restrict_to_brain != bool(restrict_to_brain):
         raise ValueError(f"{path} was trained with EvaluationConfig.restrict_to_brain={attention.restrict_to_brain}, "
                          f"asked for restrict_to_brain={bool(restrict_to_brain)}; retrain it with the same "
                          f"preset (train_attention reads preset.evaluation.restrict_to_brain) or change the setting")
     return attention.to(pick_device(device)).eval()
+
+
+def _check_trained_on_this_classifier(path: Path, config: dict, classifier_path: Path) -> None:
+    """Refuse an attention network trained on another classifier than ``classifier_path`` (the exit maps
+    it learnt to weigh came from that network). Skipped when either weight fingerprint is unknown (a
+    checkpoint written before it was recorded, or no classifier checkpoint)."""
+    trained_on = (config.get("classifier") or {}).get("weights_sha256")
+    if trained_on is None or not classifier_path.is_file():
+        return
+    if tensors_sha256(load_checkpoint(classifier_path)["model"]) != trained_on:
+        raise ValueError(f"{path} was trained on the exit maps of another classifier than {classifier_path} "
+                         f"(its weights' sha256 differs): retrain the attention network (train_attention, notebook 04)")
 
 
 # --- what A changed ---------------------------------------------------------------------------------
@@ -430,18 +490,23 @@ def attention_weight_summary(weights: torch.Tensor, brain: torch.Tensor) -> dict
 
 
 @torch.no_grad()
-def attention_weight_table(attention, images, native_maps: Sequence[torch.Tensor], exits: Sequence[int],
+def attention_weight_table(attention, images, native_maps: Sequence[torch.Tensor] | None, exits: Sequence[int],
                            restrict_to_brain: bool = False, device: str | torch.device = "cpu",
-                           batch_size: int = 64) -> pd.DataFrame:
+                           batch_size: int = 64, classifier: MultiExitResNet | None = None) -> pd.DataFrame:
     """The attention-weight report of A on given slices (:func:`attention_weight_summary`).
 
     Args:
         attention: A over ``len(exits)`` maps (put in eval mode).
         images: ``(N, 1, H, W) float32`` slices (NumPy or torch).
+            Or a dataset whose items start with a ``(1, H, W)`` image (lazy, at scale).
         native_maps: their exit maps at native resolution, one ``(N, 1, h_i, w_i)`` per exit
-            (:func:`native_exit_maps`).
+            (:func:`native_exit_maps`); None: computed per batch by ``classifier``.
         exits: the exits A aggregates (1-based), the rows of the table.
         restrict_to_brain: the n(.) of the exit maps A is fed (as in training).
+        classifier: the frozen multi-exit network, when ``native_maps`` is None.
+
+    Under torchrun every process computes its share of the batches and every process returns
+    the whole table (weighted sums over the batches, added over the processes).
 
     Returns:
         one row per exit, columns :data:`ATTENTION_REPORT_COLUMNS`: ``exit``, ``mean_weight``
@@ -452,25 +517,30 @@ def attention_weight_table(attention, images, native_maps: Sequence[torch.Tensor
     run_device = pick_device(device)
     if isinstance(attention, torch.nn.Module):
         attention = attention.to(run_device).eval()
-    image_tensor = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
-    weight_parts, brain_parts = [], []
-    for start in range(0, len(image_tensor), batch_size):
-        batch_images = image_tensor[start:start + batch_size].float().to(run_device)
+    if native_maps is None and classifier is not None:
+        classifier = classifier.to(run_device).eval()
+    n_maps = len(exits)
+    # Per batch: the summary's means times its brain pixels (sums), added up; then divided.
+    totals = torch.zeros(2 * n_maps + 1, dtype=torch.float64)
+    for start, stop in distributed.batch_shard(len(images), batch_size):
+        batch_images = image_batch(images, start, stop).float().to(run_device)
         brain = brain_region(batch_images)
-        native = [maps[start:start + batch_size].to(run_device) for maps in native_maps]
+        native = (frozen_exit_maps(classifier, batch_images, exits) if native_maps is None
+                  else [maps[start:stop].to(run_device) for maps in native_maps])
         exit_maps_norm = normalised_exit_maps(native, batch_images.shape[-2:], brain if restrict_to_brain else None)
         weights, _ = fuse(batch_images, exit_maps_norm, attention)
-        weight_parts.append(weights.cpu())
-        brain_parts.append(brain.cpu())
-    n_maps = len(exits)
-    if weight_parts:
-        summary = attention_weight_summary(torch.cat(weight_parts), torch.cat(brain_parts))
-    else:
-        summary = {"mean_weight": np.full(n_maps, np.nan), "mean_abs_deviation": np.full(n_maps, np.nan),
-                   "brain_pixels": np.array([0])}
-    return pd.DataFrame({"exit": list(exits), "mean_weight": summary["mean_weight"],
-                         "uniform_weight": 1.0 / n_maps, "mean_abs_deviation": summary["mean_abs_deviation"],
-                         "n_slices": len(image_tensor), "brain_pixels": int(summary["brain_pixels"][0])},
+        summary = attention_weight_summary(weights.cpu(), brain.cpu())
+        pixels = float(summary["brain_pixels"][0])
+        if pixels:
+            totals += torch.from_numpy(np.concatenate([summary["mean_weight"] * pixels,
+                                                       summary["mean_abs_deviation"] * pixels, [pixels]]))
+    totals = distributed.all_reduce_sum(totals).numpy()
+    pixels = totals[-1]
+    mean_weight, deviation = ((totals[:n_maps] / pixels, totals[n_maps:2 * n_maps] / pixels) if pixels
+                              else (np.full(n_maps, np.nan), np.full(n_maps, np.nan)))
+    return pd.DataFrame({"exit": list(exits), "mean_weight": mean_weight,
+                         "uniform_weight": 1.0 / n_maps, "mean_abs_deviation": deviation,
+                         "n_slices": len(images), "brain_pixels": int(pixels)},
                         columns=list(ATTENTION_REPORT_COLUMNS))
 
 
@@ -539,6 +609,13 @@ def _select(slice_set, which: str) -> np.ndarray:
     return np.ascontiguousarray(images)
 
 
+def _select_lazy(dataset: SliceDataset, which: str) -> Dataset:
+    """:func:`_select` without loading: the tumour-labelled items of a lazy dataset (a Subset)."""
+    if which != "tumour":
+        return dataset
+    return Subset(dataset, np.flatnonzero(dataset.labels == 1).tolist())
+
+
 def _csv_text(frame: pd.DataFrame) -> str:
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, float_format="%.6f", lineterminator="\n")
@@ -548,12 +625,15 @@ def _csv_text(frame: pd.DataFrame) -> str:
 @torch.no_grad()
 def _diagnostics(net, val_images: np.ndarray, val_maps: Sequence[torch.Tensor], exits: Sequence[int],
                  settings, device, restrict_to_brain: bool = False, batch_size: int = 64) -> dict[str, float]:
-    """Label-free validation numbers of A (see :func:`train_attention`)."""
-    n_maps = len(val_maps)
+    """Label-free validation numbers of A (see :func:`train_attention`). ``val_images``: an array,
+    or a lazy dataset with ``val_maps=None`` (exit maps per batch from ``net.classifier``); under
+    torchrun each process takes its share of the batches and the sums are added up."""
+    n_maps = len(exits)
     loss_sum, weight_sums, fg_sum, brain_sum, n_batches = 0.0, torch.zeros(n_maps), 0.0, 0.0, 0
-    for start in range(0, len(val_images), batch_size):
-        images = torch.from_numpy(val_images[start:start + batch_size]).to(device)
-        native = [maps[start:start + batch_size].to(device) for maps in val_maps]
+    for start, stop in distributed.batch_shard(len(val_images), batch_size):
+        images = image_batch(val_images, start, stop).to(device)
+        native = (frozen_exit_maps(net.classifier, images, exits) if val_maps is None
+                  else [maps[start:stop].to(device) for maps in val_maps])
         loss, weights, fused_map = aggregation_step(net, images, native, settings, restrict_to_brain)
         brain = (images > 0).float()
         loss_sum += float(loss)
@@ -561,6 +641,11 @@ def _diagnostics(net, val_images: np.ndarray, val_maps: Sequence[torch.Tensor], 
         weight_sums += (weights * brain).sum(dim=(0, 2, 3)).cpu()
         fg_sum += float(((fused_map > 0.5).float() * brain).sum())
         brain_sum += float(brain.sum())
+    if distributed.active():
+        totals = distributed.all_reduce_sum(torch.tensor([loss_sum, n_batches, fg_sum, brain_sum,
+                                                          *weight_sums.tolist()], dtype=torch.float64))
+        loss_sum, n_batches, fg_sum, brain_sum = (float(value) for value in totals[:4])
+        weight_sums = totals[4:]
     metrics = {"val_loss": loss_sum / max(n_batches, 1)}
     for slot, exit_index in enumerate(exits):
         metrics[f"weight_exit{exit_index}"] = float(weight_sums[slot]) / max(brain_sum, 1.0)

@@ -297,6 +297,53 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class ComputeConfig:
+    """How the trainings use the hardware, one to many GPUs (``torchrun``); see
+    :mod:`amecam_lib.distributed` and :func:`amecam_lib.training.fit`.
+
+    The speed settings change how fast, not what is computed (up to floating-point rounding),
+    and act on CUDA only: on the CPU every one of them is off, whatever the preset says.
+    ``sync_batchnorm`` and the number of processes change the BatchNorm statistics, see below.
+    None of them is stored in checkpoint configs, so a run may resume with other values (e.g. on
+    another number of GPUs).
+
+    Attributes:
+        mixed_precision: autocast on CUDA, bfloat16 where the GPU supports it, else float16 with a
+            gradient scaler (the SupCon similarities stay float32). Off on the CPU.
+        channels_last: the networks in ``torch.channels_last`` memory format (faster convolutions
+            on tensor cores). CUDA only.
+        pin_memory: page-locked host memory for the loader's batches (faster, asynchronous copies
+            to the GPU). CUDA only.
+        cuda_num_workers: DataLoader worker processes per training process on CUDA; ``None``:
+            :attr:`Preset.num_workers`, which is also what the CPU uses.
+        lazy_slices: training reads each slice from the memory-mapped slice store when the
+            loader asks for it (:meth:`amecam_lib.slices.SliceDataset.from_run`) instead of
+            loading the split into memory first; the same slices in the same order. Always on under
+            torchrun, so no process holds a copy of the split.
+        sync_batchnorm: under torchrun on CUDA, BatchNorm layers normalise with the statistics of
+            the *global* batch (``torch.nn.SyncBatchNorm``) instead of each GPU's share. Why the
+            paper preset sets it: 8 GPUs then compute what one GPU with the whole batch computes
+            (the paper's batch 512 is one batch), and SupCon cannot use per-GPU batch statistics
+            to tell which slices share a GPU (SimCLR's "global BN"). Cost: one small all-reduce
+            per BatchNorm layer and step. PyTorch's SyncBatchNorm is CUDA-only; on the CPU (gloo)
+            each process uses its own statistics and a warning says so. One process: no effect.
+    """
+
+    mixed_precision: bool = True
+    channels_last: bool = False
+    pin_memory: bool = False
+    cuda_num_workers: int | None = None
+    lazy_slices: bool = False
+    sync_batchnorm: bool = False
+
+
+PAPER_COMPUTE = ComputeConfig(mixed_precision=True, channels_last=True, pin_memory=True, cuda_num_workers=8,
+                              lazy_slices=True, sync_batchnorm=True)
+"""The ``paper`` preset's :class:`ComputeConfig`: every GPU speed setting on, slices read lazily,
+BatchNorm over the global batch."""
+
+
+@dataclass(frozen=True)
 class Preset:
     """One setting for every phase. Build with :func:`get_preset`; change with
     :meth:`with_overrides`."""
@@ -309,8 +356,9 @@ class Preset:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     num_workers: int = 0
     seed: int = 0
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
 
-    PHASES = ("data", "pretrain", "multi_exit", "aggregation", "evaluation")
+    PHASES = ("data", "pretrain", "multi_exit", "aggregation", "evaluation", "compute")
 
     def with_overrides(self, **overrides) -> "Preset":
         """Return a copy with the named fields replaced.
@@ -365,7 +413,7 @@ def _field_names(section) -> set[str]:
 
 
 def _paper() -> Preset:
-    return Preset(name="paper")
+    return Preset(name="paper", compute=PAPER_COMPUTE)
 
 
 def _demo() -> Preset:

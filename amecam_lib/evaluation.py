@@ -26,6 +26,11 @@ Protocol (REFERENCE_NOTES "Inference and evaluation"):
   without looking at the test patients;
 - Score-CAM runs on an evenly spaced subset of the tumour slices (and of the normal slices) when
   ``EvaluationConfig.score_cam_max_slices`` is set; its ``n_slices`` says how many.
+- under torchrun (``data_scripts/train.py``) the work is shared out by batch: process r computes
+  the maps, masks and per-slice scores of batches r, r + N, ... (the very batches of one process),
+  rank 0 gathers them in slice order, scores in 3-D and writes the files, so ``results.csv`` is the
+  same whatever N (but for the ``seconds_per_slice`` column: compute seconds added over the
+  processes, per slice).
 
 Per-patient 3-D scores (the BraTS challenge's own measure; :func:`score_volumes`), test split only:
 for every method whose masks cover every test slice (all but a subsetted Score-CAM), each test
@@ -58,6 +63,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from amecam_lib import distributed
 from amecam_lib.aggregation import ALL_EXITS, load_attention
 from amecam_lib.atomic import atomic_path, write_text
 from amecam_lib.cams import CRF_METHODS, EXITS_2_3, METHODS, CamMethods, attention_exits
@@ -390,7 +396,8 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
             test split (:func:`score_volumes`); None: ``$AMECAM_DATA_DIR`` or the bundled sample.
 
     Returns:
-        :class:`EvaluationResult`.
+        :class:`EvaluationResult`. Under torchrun rank 0's is complete (and it alone writes); the
+        other ranks get empty tables and no maps.
 
     Raises:
         ValueError: unknown method names; a test split without tumour-labelled slices.
@@ -434,43 +441,62 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
     all_indices = np.arange(len(slices.labels))
     source_indices = {source: subset_indices(slices.labels, config.score_cam_max_slices)
                       if source == "score_cam" else all_indices for source in sources}
-    source_maps, map_seconds = {}, {}
+    # Under torchrun each process computes its share of the batches (batch b: rank b % N), the
+    # very batches one process computes, and rank 0 gathers: the files do not depend on N.
+    source_maps, map_seconds, source_positions = {}, {}, {}
     for group in ([s for s in sources if s != "score_cam"], [s for s in sources if s == "score_cam"]):
         if group:
             chosen = source_indices[group[0]]
+            batches = distributed.batch_shard(len(chosen), config.batch_size)
+            positions = np.concatenate([np.arange(start, stop) for start, stop in batches] or [np.zeros(0, int)])
             group_maps, group_seconds = _compute_maps(cams, group, slices.images[chosen], config.batch_size,
-                                                      progress=progress, desc=f"{modality} {'+'.join(group)}")
+                                                      progress=progress and distributed.is_main(),
+                                                      desc=f"{modality} {'+'.join(group)}", batches=batches)
             source_maps.update(group_maps)
             map_seconds.update(group_seconds)
+            source_positions.update(dict.fromkeys(group, positions))
     predicted_normal = None
     if config.gate_by_prediction:
         started = time.perf_counter()
-        predicted_normal = np.concatenate([
-            cams.tumour_probability(slices.images[start:start + config.batch_size]) < 0.5
-            for start in range(0, len(all_indices), config.batch_size)])
+        gate_parts = [(start, cams.tumour_probability(slices.images[start:stop]) < 0.5)
+                      for start, stop in distributed.batch_shard(len(all_indices), config.batch_size)]
+        gate_parts = [part for shard in distributed.all_gather_objects(gate_parts) for part in shard]
+        predicted_normal = np.concatenate([gate for _, gate in sorted(gate_parts, key=lambda part: part[0])])
         gate_seconds = time.perf_counter() - started
-        map_seconds = {source: elapsed + gate_seconds * len(source_indices[source]) / len(all_indices)
+        map_seconds = {source: elapsed + gate_seconds * len(source_positions[source]) / len(all_indices)
                        for source, elapsed in map_seconds.items()}
 
     maps, masks, indices, seconds, rows, per_slice_parts = {}, {}, {}, {}, [], []
     for method in methods:
         source = CRF_METHODS.get(method, method)
-        chosen, method_maps, elapsed = source_indices[source], source_maps[source], map_seconds[source]
+        mine = source_indices[source][source_positions[source]]      # every index in one process
+        method_maps, elapsed = source_maps[source], map_seconds[source]
         started = time.perf_counter()
         if method in CRF_METHODS:
-            method_masks = crf_masks(method_maps, slices.images[chosen], config,
-                                     [spacing[case_id] for case_id in slices.case_ids[chosen]])
+            method_masks = crf_masks(method_maps, slices.images[mine], config,
+                                     [spacing[case_id] for case_id in slices.case_ids[mine]])
         else:
             method_masks = threshold_masks(method_maps, config.threshold)
         if predicted_normal is not None:
-            method_masks = method_masks & ~predicted_normal[chosen][:, None, None]
+            method_masks = method_masks & ~predicted_normal[mine][:, None, None]
         elapsed += time.perf_counter() - started
+        method_scores = score_slices(method, method_masks, slices, mine, spacing, config.hd95_empty)
+        if distributed.active():
+            method_maps, method_masks, method_scores, elapsed = _gather_in_order(
+                source_positions[source], method_maps, method_masks, method_scores, elapsed)
+            if not distributed.is_main():
+                continue
+        chosen = source_indices[source]
         maps[method], masks[method], indices[method] = method_maps, method_masks, chosen
         seconds[method] = elapsed / max(len(chosen), 1)
-        method_scores = score_slices(method, method_masks, slices, chosen, spacing, config.hd95_empty)
         per_slice_parts.append(method_scores)
         rows.append(summary_row(method, modality, method_scores, seconds[method]))
 
+    if not distributed.is_main():                  # rank 0 scores in 3-D and writes; the others wait
+        distributed.barrier()
+        return EvaluationResult(table=pd.DataFrame(columns=list(RESULT_COLUMNS + EXTRA_COLUMNS)),
+                                per_slice=pd.DataFrame(columns=list(PER_SLICE_COLUMNS)), maps={}, masks={},
+                                indices={}, slices=slices, seconds={})
     maps = {m: maps[m] for m in methods}
     table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS + EXTRA_COLUMNS))
     per_slice = pd.concat(per_slice_parts, ignore_index=True)
@@ -483,17 +509,36 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
         result.volume_seconds = time.perf_counter() - started
     if write:
         result.paths = write_results(run_dir, modality, result)
+    distributed.barrier()
     return result
 
 
+def _gather_in_order(positions: np.ndarray, maps: np.ndarray, masks: np.ndarray, scores: pd.DataFrame,
+                     elapsed: float) -> tuple:
+    """Every rank's share of one method on rank 0, put back in slice order: ``(maps, masks,
+    per-slice scores, seconds added over the ranks)``; None for the parts on other ranks."""
+    shares = distributed.gather_objects_to_main((positions, maps, masks, scores, elapsed))
+    if shares is None:
+        return None, None, None, None
+    order = np.argsort(np.concatenate([share[0] for share in shares]), kind="stable")
+    return (np.concatenate([share[1] for share in shares])[order],
+            np.concatenate([share[2] for share in shares])[order],
+            pd.concat([share[3] for share in shares], ignore_index=True).iloc[order].reset_index(drop=True),
+            float(sum(share[4] for share in shares)))
+
+
 def _compute_maps(cams: CamMethods, methods: Sequence[str], images: np.ndarray, batch_size: int,
-                  progress: bool = False, desc: str = "") -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Maps of ``methods`` on ``(N, 1, H, W)`` images in batches: ``({name: (N, H, W)}, {name: seconds})``."""
+                  progress: bool = False, desc: str = "", batches: Sequence[tuple[int, int]] | None = None,
+                  ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Maps of ``methods`` on ``(N, 1, H, W)`` images in batches: ``({name: (N, H, W)}, {name: seconds})``;
+    with ``batches`` (``(start, stop)`` pairs), only those slices, in that order."""
     parts: dict[str, list[np.ndarray]] = {method: [] for method in methods}
     seconds = dict.fromkeys(methods, 0.0)
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress):
+    if batches is None:
+        batches = [(start, min(start + batch_size, len(images))) for start in range(0, len(images), batch_size)]
+    for start, stop in tqdm(batches, desc=desc, disable=not progress):
         timings: dict[str, float] = {}
-        batch_maps = cams.compute(images[start:start + batch_size], methods, timings=timings)
+        batch_maps = cams.compute(images[start:stop], methods, timings=timings)
         for method in methods:
             parts[method].append(batch_maps[method])
             seconds[method] += timings[method]

@@ -17,6 +17,15 @@
 Both go through :func:`amecam_lib.training.fit`, so both resume, and both return at once when
 already finished. The backbone's ``arch`` and ``norm`` come from ``preset.multi_exit`` in both
 phases, so that the pretrained weights fit the network that is fine-tuned.
+
+Under ``torchrun`` (:mod:`amecam_lib.distributed`; entry point ``data_scripts/train.py``) both run
+unchanged on every process: the batch sizes are global (each process loads its share through a
+``DistributedSampler``), the training slices are read lazily from the memory-mapped store
+(:meth:`~amecam_lib.slices.SliceDataset.from_run`, never a copy of the split per process), SupCon
+gathers the projections of every process (:func:`amecam_lib.distributed.gather_with_grad`) so the
+loss is that of the global batch, and the validation of :func:`train_multi_exit` is sharded by
+batch and gathered. ``preset.compute`` (:class:`~amecam_lib.config.ComputeConfig`) holds the GPU
+speed settings and the BatchNorm choice.
 """
 
 from __future__ import annotations
@@ -27,8 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRandomSampler
 
+from amecam_lib import distributed
 from amecam_lib.atomic import write_text
 from amecam_lib.augment import MRIAugment, TwoViews
 from amecam_lib.config import PRETRAIN_MODES, Preset
@@ -106,8 +116,9 @@ def pretrain_supcon(run_dir: str | Path, modality: str, preset: Preset, device: 
     settings = preset.pretrain
     if settings.mode not in PRETRAIN_MODES:
         raise ValueError(f"preset.pretrain.mode must be one of {PRETRAIN_MODES}, got {settings.mode!r}")
-    train_set = load_slices(run_dir, modality, "train", exclude_ambiguous=preset.data.exclude_ambiguous)
-    loader = _loader(train_set, settings.batch_size, preset.num_workers, balance="none")
+    run_device = pick_device(device or "auto")
+    train_set = training_slices(run_dir, modality, "train", preset)
+    loader = training_loader(train_set, settings.batch_size, preset, run_device)
     seed_everything(preset.seed)                      # same initial weights for a given seed
     model = pretrain_network(preset.multi_exit.arch, preset.multi_exit.norm, dataclasses.asdict(settings))
     two_views = TwoViews(MRIAugment(crop_scale=tuple(settings.crop_scale)))
@@ -118,8 +129,8 @@ def pretrain_supcon(run_dir: str | Path, modality: str, preset: Preset, device: 
         images, labels = (item.to(step_device, non_blocking=True) for item in batch)
         views = two_views(images)                                   # (B, 2, 1, H, W)
         projections = net(views.flatten(0, 1)).view(images.shape[0], 2, -1)
-        return supcon_loss(projections, labels=labels if use_labels else None,
-                           temperature=settings.temperature, normalise=not authors)
+        return global_supcon_loss(projections, labels if use_labels else None,
+                                  temperature=settings.temperature, normalise=not authors)
 
     config = {"phase": "pretrain", "modality": modality, "data": checkpoint_data_config(run_dir, preset),
               "pretrain": dataclasses.asdict(settings), "arch": preset.multi_exit.arch,
@@ -127,8 +138,29 @@ def pretrain_supcon(run_dir: str | Path, modality: str, preset: Preset, device: 
     return fit(model, train_step=train_step, train_loader=loader, epochs=settings.epochs, lr=settings.lr,
                min_lr=settings.min_lr, weight_decay=settings.weight_decay, optimizer=settings.optimizer,
                momentum=0.0 if authors else 0.9, out_dir=phase_dir(run_dir, modality, "pretrain"),
-               config=config, device=device or "auto", seed=preset.seed, desc=f"{settings.mode} {modality}",
-               progress=progress)
+               config=config, device=run_device, seed=preset.seed, desc=f"{settings.mode} {modality}",
+               progress=progress, **fit_compute_settings(preset))
+
+
+def global_supcon_loss(projections: torch.Tensor, labels: torch.Tensor | None = None,
+                       temperature: float = 0.07, normalise: bool = True) -> torch.Tensor:
+    """SupCon / SimCLR loss (:func:`~amecam_lib.losses.supcon.supcon_loss`) of the *global* batch.
+
+    Under torchrun every process holds ``(B_r, V, D)`` projections of its share of the batch; they
+    are gathered in rank order (:func:`amecam_lib.distributed.gather_with_grad`, the gradient
+    flowing back to each process's own part) with their labels, and every process computes the
+    loss of the whole batch: 8 processes x 64 slices give the loss of one process with the 512
+    slices, and, after DistributedDataParallel averages the gradients, its gradient. In one
+    process: ``supcon_loss`` itself.
+
+    Args:
+        projections: ``(B_r, V, D)`` projections of V views of this process's slices.
+        labels: ``(B_r,)`` slice labels (SupCon) or None (SimCLR: positives are the other views).
+        temperature, normalise: as :func:`~amecam_lib.losses.supcon.supcon_loss`.
+    """
+    projections = distributed.gather_with_grad(projections)
+    labels = None if labels is None else distributed.gather_tensor(labels)
+    return supcon_loss(projections, labels=labels, temperature=temperature, normalise=normalise)
 
 
 def train_multi_exit(run_dir: str | Path, modality: str, preset: Preset, device: str | None = None,
@@ -158,8 +190,10 @@ def train_multi_exit(run_dir: str | Path, modality: str, preset: Preset, device:
     if settings.select_by not in SELECT_MODES:
         raise ValueError(f"preset.multi_exit.select_by must be one of {tuple(SELECT_MODES)}, "
                          f"got {settings.select_by!r}")
-    train_set = load_slices(run_dir, modality, "train", exclude_ambiguous=preset.data.exclude_ambiguous)
-    val_set = load_slices(run_dir, modality, "val", exclude_ambiguous=False)
+    run_device = pick_device(device or "auto")
+    train_set = training_slices(run_dir, modality, "train", preset)
+    val_set = SliceDataset.from_run(run_dir, modality, "val") if lazy_slices(preset) \
+        else load_slices(run_dir, modality, "val", exclude_ambiguous=False)
     _check_two_classes(np.asarray(val_set.labels), f"val split of {run_dir} ({modality})")
     train_labels = np.asarray(train_set.labels)
     pos_weight = None
@@ -168,21 +202,22 @@ def train_multi_exit(run_dir: str | Path, modality: str, preset: Preset, device:
         if n_tumour == 0:
             raise ValueError(f"train split of {run_dir} ({modality}) has no tumour slice")
         pos_weight = (len(train_labels) - n_tumour) / n_tumour
-    loader = _loader(train_set, settings.batch_size, preset.num_workers, balance=settings.class_balance)
+    loader = training_loader(train_set, settings.batch_size, preset, run_device, balance=settings.class_balance)
 
     seed_everything(preset.seed)                      # same exit initialisation for a given seed
     model = MultiExitResNet(settings.arch, settings.norm)
     init = {"checkpoint": None}
     pretrain_path = phase_dir(run_dir, modality, "pretrain") / "best.pt"
+    progress_here = progress and distributed.is_main()
     if settings.init_from_pretrain and pretrain_path.is_file():
         pretrain_checkpoint = load_checkpoint(pretrain_path)
         load_pretrained_backbone(model, pretrain_checkpoint["model"])
         init = {"checkpoint": str(pretrain_path), "trained_epochs": pretrain_checkpoint["epoch"],
                 "pretrain_config": pretrain_checkpoint["config"],
                 "weights_sha256": tensors_sha256(pretrain_checkpoint["model"])}   # retrained: start afresh
-        if progress:
+        if progress_here:
             print(f"multi-exit {modality}: backbone initialised from {pretrain_path}")
-    elif progress:
+    elif progress_here:
         reason = "init_from_pretrain is off" if not settings.init_from_pretrain else f"no {pretrain_path}"
         print(f"multi-exit {modality}: random initialisation ({reason})")
     augment = MRIAugment(crop_scale=tuple(settings.crop_scale)) if settings.augment else None
@@ -203,12 +238,13 @@ def train_multi_exit(run_dir: str | Path, modality: str, preset: Preset, device:
     history = fit(model, train_step=train_step, train_loader=loader, epochs=settings.epochs, lr=settings.lr,
                   min_lr=settings.min_lr, weight_decay=settings.weight_decay, optimizer=settings.optimizer,
                   out_dir=out_dir, config=config, evaluate=evaluate, monitor=settings.select_by,
-                  monitor_mode=SELECT_MODES[settings.select_by], device=device or "auto", seed=preset.seed,
-                  desc=f"multi-exit {modality}", progress=progress)
+                  monitor_mode=SELECT_MODES[settings.select_by], device=run_device, seed=preset.seed,
+                  desc=f"multi-exit {modality}", progress=progress, **fit_compute_settings(preset))
     best = history.records[history.best_epoch - 1]
     rows = ["exit,accuracy,auc"] + [f"{i},{best[f'acc_exit{i}']:.6f},{best[f'auc_exit{i}']:.6f}"
                                     for i in range(1, N_EXITS + 1)]
-    write_text(out_dir / "val_metrics.csv", "\n".join(rows) + "\n")
+    if distributed.is_main():
+        write_text(out_dir / "val_metrics.csv", "\n".join(rows) + "\n")
     return history
 
 
@@ -262,9 +298,13 @@ def exit_logits(model: MultiExitResNet, images, device: str | torch.device | Non
                 batch_size: int = 128) -> torch.Tensor:
     """Tumour logit GAP(M_i) of every exit for many slices, in batches.
 
+    Under torchrun every process computes its share of the batches
+    (:func:`amecam_lib.distributed.batch_shard`) and every process gets all the logits, in order.
+
     Args:
         model: a multi-exit network (put in eval mode here).
-        images: ``(N, 1, H, W) float32`` in [0, 1] (NumPy or torch).
+        images: ``(N, 1, H, W) float32`` in [0, 1] (NumPy or torch), or a dataset whose items
+            start with a ``(1, H, W)`` image (a lazy :class:`~amecam_lib.slices.SliceDataset`).
         device: where to compute (default: the model's device).
 
     Returns:
@@ -272,10 +312,22 @@ def exit_logits(model: MultiExitResNet, images, device: str | torch.device | Non
     """
     device = next(model.parameters()).device if device is None else pick_device(device)
     model.eval().to(device)
-    image_tensor = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
-    chunks = [model(image_tensor[start:start + batch_size].to(device)).logits.cpu()
-              for start in range(0, len(image_tensor), batch_size)]
+    chunks = [(start, model(image_batch(images, start, stop).to(device)).logits.float().cpu())
+              for start, stop in distributed.batch_shard(len(images), batch_size)]
+    if distributed.active():
+        chunks = [chunk for shard in distributed.all_gather_objects(chunks) for chunk in shard]
+    chunks = [logits for _, logits in sorted(chunks, key=lambda chunk: chunk[0])]
     return torch.cat(chunks) if chunks else torch.zeros((0, N_EXITS))
+
+
+def image_batch(images, start: int, stop: int) -> torch.Tensor:
+    """Slices ``start:stop`` of ``(N, 1, H, W)`` images (NumPy, torch, or a dataset whose items
+    start with a ``(1, H, W)`` image) as one ``(stop - start, 1, H, W) float32`` tensor."""
+    if isinstance(images, Dataset):
+        return torch.stack([images[index][0] for index in range(start, stop)])
+    if isinstance(images, torch.Tensor):
+        return images[start:stop]
+    return torch.from_numpy(np.ascontiguousarray(images[start:stop]))
 
 
 def predict_exits(model: MultiExitResNet, images, device: str | torch.device | None = None,
@@ -290,7 +342,9 @@ def evaluate_exits(model: MultiExitResNet, slice_set, device: str | torch.device
     """Classification quality of every exit on a :class:`~amecam_lib.slices.SliceSet`.
 
     Accuracy thresholds each exit's probability at 0.5; ROC AUC is scikit-learn's
-    ``roc_auc_score`` on the probabilities.
+    ``roc_auc_score`` on the probabilities. ``slice_set`` may also be a lazy
+    :class:`~amecam_lib.slices.SliceDataset` (``labels`` and items); under torchrun the forward
+    passes are shared out (:func:`exit_logits`) and every process gets the same metrics.
 
     Returns:
         ``{"val_loss": Eq. 1 on the set, "acc_exit1".."acc_exit4", "auc_exit1".."auc_exit4"}``,
@@ -302,7 +356,8 @@ def evaluate_exits(model: MultiExitResNet, slice_set, device: str | torch.device
     """
     labels = np.asarray(slice_set.labels).astype(np.int64)
     _check_two_classes(labels, name)
-    logits = exit_logits(model, slice_set.images, device=device, batch_size=batch_size)
+    images = slice_set if isinstance(slice_set, Dataset) else slice_set.images
+    logits = exit_logits(model, images, device=device, batch_size=batch_size)
     probabilities = torch.sigmoid(logits).numpy()
     metrics = {"val_loss": float(multi_exit_loss(logits, torch.from_numpy(labels), weights=exit_weights))}
     for index in range(N_EXITS):
@@ -358,12 +413,75 @@ def _check_two_classes(labels: np.ndarray, name: str) -> None:
                          "tumour slices; both classes are needed (change the split seed or fractions)")
 
 
-def _loader(slice_set, batch_size: int, num_workers: int, balance: str) -> DataLoader:
-    dataset = SliceDataset(slice_set)
+# --- data for the trainings (one process or many) ---------------------------------------------------
+
+def training_slices(run_dir: str | Path, modality: str, split: str, preset: Preset,
+                    exclude_ambiguous: bool | None = None) -> SliceDataset:
+    """The slices a training phase reads, as a :class:`~amecam_lib.slices.SliceDataset`.
+
+    Lazy (memory-mapped, one slice decoded per item: :meth:`SliceDataset.from_run`) when
+    ``preset.compute.lazy_slices`` is set or under torchrun, so no process holds a copy of the
+    split; otherwise the split loaded into memory (:func:`load_slices`). Both give the same slices
+    in the same order (case ID, then z).
+
+    Args:
+        exclude_ambiguous: default ``preset.data.exclude_ambiguous``.
+    """
+    exclude = preset.data.exclude_ambiguous if exclude_ambiguous is None else exclude_ambiguous
+    if lazy_slices(preset):
+        return SliceDataset.from_run(run_dir, modality, split, exclude_ambiguous=exclude)
+    return SliceDataset(load_slices(run_dir, modality, split, exclude_ambiguous=exclude))
+
+
+def lazy_slices(preset: Preset) -> bool:
+    """Whether the trainings read slices lazily: ``preset.compute.lazy_slices``, or under torchrun."""
+    return bool(preset.compute.lazy_slices) or distributed.active()
+
+
+def loader_settings(preset: Preset, device: torch.device) -> dict:
+    """DataLoader worker and memory settings: ``preset.num_workers`` on the CPU; on CUDA
+    ``preset.compute.cuda_num_workers`` (if set), pinned memory and persistent workers as
+    ``preset.compute`` says."""
+    if torch.device(device).type != "cuda":
+        return {"num_workers": preset.num_workers}
+    compute = preset.compute
+    workers = preset.num_workers if compute.cuda_num_workers is None else compute.cuda_num_workers
+    return {"num_workers": workers, "pin_memory": compute.pin_memory, "persistent_workers": workers > 0}
+
+
+def fit_compute_settings(preset: Preset) -> dict:
+    """The :func:`~amecam_lib.training.fit` arguments that ``preset.compute`` sets."""
+    compute = preset.compute
+    return {"mixed_precision": compute.mixed_precision, "channels_last": compute.channels_last,
+            "sync_batchnorm": compute.sync_batchnorm}
+
+
+def training_loader(dataset: Dataset, batch_size: int, preset: Preset, device: torch.device,
+                    balance: str = "none", drop_last: bool = False) -> DataLoader:
+    """The shuffled training loader of a phase.
+
+    One process: ``batch_size`` slices per batch, shuffled by the global torch RNG (class
+    balance ``"sampler"``: a :class:`WeightedRandomSampler`), as always. Under torchrun:
+    ``batch_size`` is the global batch; each process gets ``batch_size / world_size`` slices of
+    a :class:`DistributedSampler` (seed ``preset.seed``; :func:`~amecam_lib.training.fit` sets its
+    epoch; the last batch is padded with repeated slices so every process holds the same number).
+
+    Raises:
+        ValueError: ``batch_size`` not divisible by the number of processes; ``balance="sampler"``
+            under torchrun (use ``"pos_weight"``, which weighs the loss instead).
+    """
+    settings = loader_settings(preset, device)
+    if distributed.active():
+        if balance == "sampler":
+            raise ValueError("class_balance='sampler' is not supported under torchrun; use 'pos_weight' "
+                             "(weights the loss instead of the sampling) or 'none' (the paper)")
+        sampler = DistributedSampler(dataset, shuffle=True, seed=preset.seed)
+        return DataLoader(dataset, batch_size=distributed.per_rank_batch_size(batch_size), sampler=sampler,
+                          drop_last=drop_last, **settings)
     if balance == "sampler":
-        labels = np.asarray(slice_set.labels).astype(np.int64)
+        labels = np.asarray(dataset.labels).astype(np.int64)
         class_counts = np.bincount(labels, minlength=2).astype(np.float64)
         weights = 1.0 / class_counts[labels]
         sampler = WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(labels), replacement=True)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **settings)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last, **settings)

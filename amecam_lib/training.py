@@ -24,12 +24,25 @@ an optional ``evaluate`` -- and :func:`fit` does the rest the same way every tim
   uninterrupted one on the same device. A finished run returns its history at once (re-executed
   notebooks stay fast). A ``last.pt`` made with another config is never mixed in: it is renamed
   ``last.superseded.pt`` (``best.pt`` likewise), a warning says so, and training starts fresh;
-* a NaN or Inf loss raises :class:`FloatingPointError` naming the epoch and step.
+* a NaN or Inf loss raises :class:`FloatingPointError` naming the epoch and step;
+* several processes (``torchrun --nproc_per_node N``, see :mod:`amecam_lib.distributed`): the
+  same call, unchanged, trains one model with PyTorch's DistributedDataParallel (DDP). Each
+  process computes ``train_step`` on its share of the batch (the loader gives it, e.g. with a
+  ``DistributedSampler``, whose epoch ``fit`` sets), DDP averages the gradients, the logged
+  loss is the mean over the processes, ``evaluate`` runs on every process with the same weights
+  and BatchNorm statistics (rank 0's; it may shard its work) and rank 0's metrics count. Only
+  rank 0 writes ``log.csv`` and the checkpoints; ``last.pt`` holds every rank's RNG state, and
+  every rank resumes from it (each its own RNG state when the number of processes is the same).
+  Training randomness is seeded ``seed + rank`` (rank 0: ``seed``, as in one process).
 
 Contract for phase code::
 
     def train_step(model, batch, device) -> torch.Tensor   # scalar loss, graph attached
     def evaluate(model, device) -> dict[str, float]        # called under model.eval(), no_grad
+
+Under torchrun ``train_step`` gets the plain model (attributes as usual) but runs inside DDP's
+forward, so its collectives (e.g. :func:`amecam_lib.distributed.gather_with_grad`) and the
+gradient averaging see the whole step.
 
 ``fit`` calls ``model.train()`` before each epoch. A model with a frozen part that must stay in
 eval mode (e.g. the classifier's BatchNorm statistics in the attention phase) should override
@@ -59,6 +72,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from amecam_lib import distributed
 from amecam_lib.atomic import atomic_path, clean_stale_tmp, write_text
 from amecam_lib.device import pick_device, seed_everything
 from amecam_lib.progress import tqdm
@@ -114,7 +128,8 @@ def fit(model: nn.Module, *, train_step: TrainStep, train_loader: Iterable, epoc
         optimizer: str = "adam", min_lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9,
         evaluate: Evaluate | None = None, monitor: str | None = None, monitor_mode: str = "max",
         device: str | torch.device | None = "auto", seed: int = 0, desc: str = "train",
-        progress: bool = True, mixed_precision: bool = True) -> History:
+        progress: bool = True, mixed_precision: bool = True, channels_last: bool = False,
+        sync_batchnorm: bool = False) -> History:
     """Train ``model`` for ``epochs`` epochs with checkpoints and resume (see the module docstring).
 
     Args:
@@ -140,6 +155,10 @@ def fit(model: nn.Module, *, train_step: TrainStep, train_loader: Iterable, epoc
         desc: label of the progress bar.
         progress: show tqdm bars.
         mixed_precision: use autocast on CUDA (ignored on CPU).
+        channels_last: convert the model to ``torch.channels_last`` memory format (CUDA only).
+        sync_batchnorm: under torchrun on CUDA, BatchNorm layers of ``model`` become
+            ``SyncBatchNorm`` (statistics of the global batch); ignored in one process, warned
+            about and ignored on the CPU (PyTorch's SyncBatchNorm is CUDA-only).
 
     Returns:
         :class:`History`.
@@ -157,11 +176,22 @@ def fit(model: nn.Module, *, train_step: TrainStep, train_loader: Iterable, epoc
         raise ValueError(f"monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    clean_stale_tmp(out_dir)
+    main = distributed.is_main()
+    if main:
+        clean_stale_tmp(out_dir)
+    progress = progress and main
     config = _plain(config)
-    seed_everything(seed)
+    seed_everything(seed + distributed.rank())
     device = pick_device(device)
     model.to(device)
+    if channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    if sync_batchnorm and distributed.active():
+        if device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            warnings.warn("sync_batchnorm: PyTorch's SyncBatchNorm needs CUDA; on the CPU each process "
+                          "normalises with its own share of the batch", stacklevel=2)
 
     trainable = list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
     if not trainable:
@@ -175,26 +205,40 @@ def fit(model: nn.Module, *, train_step: TrainStep, train_loader: Iterable, epoc
     scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
 
     history = History(monitor=monitor, monitor_mode=monitor_mode, out_dir=out_dir)
-    start_epoch = _resume(out_dir, model, torch_optimizer, scheduler, scaler, config, epochs, history,
-                          lr=lr, progress=progress)
+    # Rank 0 decides first (it may set aside a last.pt of another config), then the others read
+    # what it left; nobody writes before every rank has read.
+    start_epoch = 0
+    for turn in (True, False):
+        if main == turn:
+            start_epoch = _resume(out_dir, model, torch_optimizer, scheduler, scaler, config, epochs, history,
+                                  lr=lr, progress=progress)
+        distributed.barrier()
     if start_epoch >= epochs:
         return history
 
+    step = _distributed_step(model, train_step, device) if distributed.active() else None
+    set_epoch = getattr(getattr(train_loader, "sampler", None), "set_epoch", None)
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
+        if set_epoch is not None:
+            set_epoch(epoch)                  # DistributedSampler: another shuffle every epoch
         model.train()
         epoch_lr = torch_optimizer.param_groups[0]["lr"]
         loss_sum, n_steps = 0.0, 0
         bar = tqdm(train_loader, desc=f"{desc} {epoch + 1}/{epochs}", disable=not progress, leave=True)
-        for step, batch in enumerate(bar):
+        for step_index, batch in enumerate(bar):
             torch_optimizer.zero_grad(set_to_none=True)
             with _autocast(device, autocast_dtype):
-                loss = train_step(model, batch, device)
+                loss = train_step(model, batch, device) if step is None else step(batch, device)
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise TypeError(f"{desc}: train_step must return a scalar tensor, got {type(loss).__name__}")
             loss_value = float(loss.detach())
+            if step is not None:              # the mean over the processes, the same on every rank
+                loss_value = float(distributed.all_reduce_sum(loss.detach().float().reshape(1))) \
+                    / distributed.world_size()
             if not math.isfinite(loss_value):
-                raise FloatingPointError(f"{desc}: loss is {loss_value} at epoch {epoch + 1}, step {step + 1}")
+                raise FloatingPointError(f"{desc}: loss is {loss_value} at epoch {epoch + 1}, "
+                                         f"step {step_index + 1}")
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.step(torch_optimizer)
@@ -208,6 +252,8 @@ def fit(model: nn.Module, *, train_step: TrainStep, train_loader: Iterable, epoc
         if n_steps == 0:
             raise ValueError(f"{desc}: train_loader yielded no batch (empty training set?)")
         scheduler.step()
+        if step is not None:
+            _broadcast_buffers(model)         # every rank evaluates (and rank 0 saves) the same model
 
         record = {"epoch": epoch + 1, "lr": epoch_lr, "train_loss": loss_sum / n_steps}
         metrics = {}
@@ -217,11 +263,18 @@ def fit(model: nn.Module, *, train_step: TrainStep, train_loader: Iterable, epoc
                 metrics = {name: float(value) for name, value in evaluate(model, device).items()}
         record["seconds"] = time.perf_counter() - started
         record.update(metrics)
+        record = distributed.broadcast_object(record)   # rank 0's record on every rank
         if metrics and progress:
             bar.write(f"{desc} {epoch + 1}/{epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         history.records.append(record)
 
         improved = _update_best(history, record)
+        rng = {"rng": _rng_state()}
+        if step is not None:
+            states = distributed.all_gather_objects(rng["rng"])
+            rng = {"rng": states[0], "rng_by_rank": states}
+        if not main:
+            continue
         _write_log(out_dir / "log.csv", history.records)
         state = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "epoch": epoch + 1,
                  "epochs": epochs, "history": history.records, "config": config,
@@ -230,9 +283,10 @@ def fit(model: nn.Module, *, train_step: TrainStep, train_loader: Iterable, epoc
         _save(out_dir / "last.pt", {**state, "optimizer": torch_optimizer.state_dict(),
                                     "scheduler": scheduler.state_dict(),
                                     "scaler": scaler.state_dict() if scaler is not None else {},
-                                    "rng": _rng_state()})
+                                    **rng})
         if improved:
             _save(out_dir / "best.pt", state)
+    distributed.barrier()                     # the checkpoints exist for every rank's next phase
     return history
 
 
@@ -265,6 +319,36 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None,
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+class _StepModule(nn.Module):
+    """``train_step`` as the forward of a module, so that DistributedDataParallel sees the whole
+    step (its gradient hooks, and collectives inside ``train_step``) while ``train_step`` keeps
+    getting the plain model."""
+
+    def __init__(self, model: nn.Module, train_step: TrainStep):
+        super().__init__()
+        self.model = model
+        self.train_step = train_step
+
+    def forward(self, batch, device):
+        return self.train_step(self.model, batch, device)
+
+
+def _distributed_step(model: nn.Module, train_step: TrainStep, device: torch.device):
+    """DDP over ``train_step`` (parameters broadcast from rank 0 now, gradients averaged in every
+    backward); returns ``step(batch, device) -> loss``."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else None
+    return DistributedDataParallel(_StepModule(model, train_step), device_ids=device_ids)
+
+
+def _broadcast_buffers(model: nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank."""
+    for buffer in model.buffers():
+        torch.distributed.broadcast(buffer, src=0)
+
 
 def _plain(config: Mapping) -> dict:
     """Config as JSON-like plain values (tuples -> lists), so it compares equal after a reload."""
@@ -304,6 +388,8 @@ def _resume(out_dir: Path, model, optimizer, scheduler, scaler, config: dict, ep
     checkpoint = load_checkpoint(last_path, map_location="cpu")
     differences = _config_differences(_without_epochs(checkpoint["config"]), _without_epochs(config))
     if differences:
+        if not distributed.is_main():
+            return 0
         for name in ("last.pt", "best.pt"):
             if (out_dir / name).is_file():
                 (out_dir / name).replace(out_dir / name.replace(".pt", ".superseded.pt"))
@@ -334,7 +420,8 @@ def _resume(out_dir: Path, model, optimizer, scheduler, scaler, config: dict, ep
         scheduler.base_lrs = [lr] * len(optimizer.param_groups)
         scheduler.T_max, scheduler.last_epoch = epochs, done
         scheduler._last_lr = [resumed_lr] * len(optimizer.param_groups)
-    _set_rng_state(checkpoint["rng"])
+    by_rank = checkpoint.get("rng_by_rank") or []
+    _set_rng_state(by_rank[distributed.rank()] if len(by_rank) == distributed.world_size() else checkpoint["rng"])
     if progress:
         print(f"{out_dir}: resuming after epoch {done} of {epochs}")
     return done

@@ -268,7 +268,7 @@ def test_an_attention_network_trained_on_another_classifier_is_not_resumed(tmp_p
     import dataclasses
 
     from _tiny_run import tiny_preset, tiny_run
-    from amecam_lib.aggregation import train_attention
+    from amecam_lib.aggregation import load_attention, train_attention
     from amecam_lib.config import MultiExitConfig
     from amecam_lib.models.multi_exit import MultiExitResNet
     from amecam_lib.phases import phase_dir
@@ -283,6 +283,9 @@ def test_an_attention_network_trained_on_another_classifier_is_not_resumed(tmp_p
     torch.save({"format": CHECKPOINT_FORMAT, "model": retrained.state_dict(), "epoch": 1,
                 "config": {"multi_exit": dataclasses.asdict(MultiExitConfig())}},
                phase_dir(run, "flair", "multi_exit") / "best.pt")
+    with pytest.raises(ValueError, match="trained on the exit maps of another classifier"):
+        load_attention(run, "flair")              # evaluating the old A with the new classifier: refused
     with pytest.warns(UserWarning, match="another config.*weights_sha256"):
         history = train_attention(run, "flair", preset, device="cpu", progress=False)
     assert history.resumed_epochs == 0
+    assert load_attention(run, "flair").restrict_to_brain is preset.evaluation.restrict_to_brain

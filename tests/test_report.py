@@ -143,3 +143,39 @@ def test_table1_has_four_blocks_in_the_papers_order_beside_the_papers_numbers():
 def test_table1_refuses_rows_without_the_columns():
     with pytest.raises(ValueError, match="dice_std"):
         table1_markdown(pd.DataFrame([{"modality": "t1", "method": "grad_cam", "n_slices": 1, "dice_mean": 0.1}]))
+
+
+def test_run_pipeline_all_runs_each_modality_into_its_folder_and_writes_table1(tmp_path, monkeypatch, capsys):
+    """``--modality all``: one run folder per modality, then results.csv of the four and Table 1
+    (the series itself is replaced by a stand-in that writes each run's results.csv)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "data_scripts" / "run_pipeline.py"
+    spec = importlib.util.spec_from_file_location("run_pipeline", script)
+    pipeline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pipeline)
+    ran = []
+
+    def one_series(args):
+        ran.append((args.modality, args.out))
+        args.out.mkdir(parents=True)
+        pd.DataFrame([_row(args.modality, "ame_cam_crf", 0.5)]).to_csv(args.out / "results.csv", index=False)
+        return 0
+
+    monkeypatch.setattr(pipeline, "run_series", one_series)
+    out = tmp_path / "all"
+    assert pipeline.run_all_modalities(pipeline.parse_args(["--preset", "smoke", "--modality", "all",
+                                                             "--out", str(out)])) == 0
+    assert ran == [(m, out.resolve() / f"smoke_{m}") for m in ("t1", "t1ce", "t2", "flair")]
+    assert sorted(pd.read_csv(out / "results.csv")["modality"]) == ["flair", "t1", "t1ce", "t2"]
+    table = (out / "results_table1.md").read_text()
+    assert table.count("| AME-CAM (+ DenseCRF) (`ame_cam_crf`) | 10 | 0.500 +- 0.100") == 4
+    assert list(pd.read_csv(out / "timings.csv")["modality"]) == ["t1", "t1ce", "t2", "flair"]
+    assert "Table 1: " in capsys.readouterr().out
+    # a failing modality stops the series, and no Table 1 is written
+    monkeypatch.setattr(pipeline, "run_series", lambda args: 1 if args.modality == "t1ce" else one_series(args))
+    ran.clear()
+    assert pipeline.run_all_modalities(pipeline.parse_args(["--preset", "smoke", "--modality", "all",
+                                                             "--out", str(tmp_path / "again")])) == 1
+    assert [m for m, _ in ran] == ["t1"] and not (tmp_path / "again" / "results_table1.md").exists()
