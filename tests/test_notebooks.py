@@ -310,3 +310,32 @@ def test_pipeline_names_the_failing_notebook_and_cell(sample_dir, tmp_path):
     assert "Traceback" not in completed.stderr
     executed = json.loads((tmp_path / "empty_run" / EXPECTED[1]).read_text())
     assert any(o.get("output_type") == "error" for c in executed["cells"] for o in c.get("outputs", []))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("modality", ["t1", "t1ce", "t2"])
+def test_the_series_runs_for_every_other_modality(sample_dir, tmp_path, modality):
+    """Issue 11 §3: the smoke series for t1, t1ce and t2 too (flair is ``smoke_run``): every
+    notebook executed without an error, results and 3-D scores for this modality only, masks and
+    figures named by it, and report.html."""
+    from amecam_lib.config import get_preset
+
+    run_dir = tmp_path / f"smoke_{modality}"
+    completed = subprocess.run(
+        [sys.executable, str(PIPELINE), "--preset", "smoke", "--modality", modality,
+         "--data-dir", str(sample_dir), "--out", str(run_dir)],
+        cwd=REPO_ROOT, env=_environment(), capture_output=True, text=True, timeout=1800)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    for name in EXPECTED:
+        executed = _read(run_dir / name)
+        assert not [o for c in executed.cells if c.cell_type == "code" for o in c.outputs
+                    if o.output_type == "error"], name
+    table = pd.read_csv(run_dir / "results.csv")
+    assert set(table["modality"]) == {modality}
+    assert sorted(table["method"]) == sorted(get_preset("smoke").evaluation.methods)
+    assert table["dice_mean"].between(0, 1).all() and (table["n_slices"] > 0).all()
+    assert set(pd.read_csv(run_dir / "results_3d.csv")["modality"]) == {modality}
+    assert (run_dir / "figures" / f"05_{modality}_results.png").is_file()
+    masks = sorted(p.name for p in (run_dir / "masks").glob("*.nii.gz"))
+    assert masks and all(name.endswith(f"_{modality}_ame_cam_crf.nii.gz") for name in masks)
+    assert (run_dir / "report.html").is_file()
