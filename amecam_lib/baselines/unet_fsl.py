@@ -1,0 +1,114 @@
+"""The fully supervised ceiling ``unet_fsl``: a U-Net trained on the training patients' whole-tumour
+masks (paper Table 1, "FSL, Opt. U-net"; Futrega, Milesi, Marcinkiewicz and Ribalta, "Optimized
+U-Net for brain tumor segmentation", arXiv:2110.03352, 2021, an nnU-Net-style network).
+
+The network and the loss come from MONAI, nothing is written by hand: ``monai.networks.nets.BasicUNet``
+(2-D, one grey channel in, one tumour logit out; its width ``UnetFslConfig.channels`` scaled by the
+preset) and ``monai.losses.DiceCELoss`` (sigmoid, Dice over the whole batch + binary cross-entropy,
+the loss of nnU-Net and of the Optimized U-Net). Ours, not the Optimized U-Net's: 2-D slices of one
+modality (theirs: 3-D patches of the four modalities), the run's own slices (same crop geometry
+and per-volume min-max as every other method), Adam with the cosine schedule of every phase,
+random flips as the only augmentation, and a preset-scaled budget (``smoke``: 1 epoch of a tiny
+U-Net; ``demo``: 2 epochs of a small one; ``paper``: 30 epochs of MONAI's default width).
+
+Supervision: the **only** training of the project that reads masks, and only the training
+patients', through :func:`amecam_lib.slices.read_training_masks_for_fully_supervised`. No
+validation masks are read: ``best.pt`` is the last epoch. Its row is marked FSL in every table: a
+reference for the ceiling, not a competitor of the weakly supervised rows (paper Sec. 4.1).
+
+Writes ``RUN/<modality>/unet_fsl/{log.csv,last.pt,best.pt}`` through
+:func:`amecam_lib.training.fit` (atomic checkpoints, resume, a config fingerprint with the data's,
+so re-slicing or another split starts afresh).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from amecam_lib.config import Preset
+from amecam_lib.device import pick_device, seed_everything
+from amecam_lib.phases import checkpoint_data_config, fit_compute_settings, phase_dir
+from amecam_lib.slices import read_training_masks_for_fully_supervised
+from amecam_lib.training import History, fit, load_checkpoint
+
+PHASE = "unet_fsl"
+"""The phase folder: ``RUN/<modality>/unet_fsl/``."""
+
+
+def unet_network(channels) -> nn.Module:
+    """MONAI's 2-D ``BasicUNet``: ``(B, 1, H, W)`` slice -> ``(B, 1, H, W)`` tumour logit (any H, W:
+    MONAI pads the skip connections of odd sizes)."""
+    from monai.networks.nets import BasicUNet
+
+    return BasicUNet(spatial_dims=2, in_channels=1, out_channels=1, features=tuple(int(c) for c in channels))
+
+
+def random_flips(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random left-right / front-back flips (probability 1/2 each, per batch) of slices
+    and masks ``(B, 1, H, W)``."""
+    for axis in (-2, -1):
+        if torch.rand(()) < 0.5:
+            images, masks = images.flip(axis), masks.flip(axis)
+    return images, masks
+
+
+def train_unet_fsl(run_dir: str | Path, modality: str, preset: Preset, device: str | None = None,
+                   progress: bool = True) -> History:
+    """Train the fully supervised U-Net on the training split's slices and masks (see the module
+    docstring). Resumes; a finished run returns at once.
+
+    Args:
+        run_dir: a sliced run folder.
+        modality: ``t1``, ``t1ce``, ``t2`` or ``flair``.
+        preset: settings (``preset.unet_fsl``, ``preset.seed``, ``preset.num_workers``).
+        device: ``"auto"``/None, ``"cpu"``, ``"cuda"``.
+        progress: tqdm bars.
+
+    Returns:
+        the :class:`~amecam_lib.training.History` (``train_loss`` per epoch).
+    """
+    settings = preset.unet_fsl
+    run_device = pick_device(device or "auto")
+    train = read_training_masks_for_fully_supervised(run_dir, modality, exclude_ambiguous=False)
+    dataset = TensorDataset(torch.from_numpy(train.images), torch.from_numpy(train.masks[:, None]))
+    loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, num_workers=preset.num_workers)
+    seed_everything(preset.seed)
+    model = unet_network(settings.channels)
+    from monai.losses import DiceCELoss
+
+    loss_function = DiceCELoss(sigmoid=True, batch=True)
+
+    def train_step(net, batch, step_device):
+        images, masks = (item.to(step_device, non_blocking=True) for item in batch)
+        masks = masks.float()
+        if settings.flip:
+            images, masks = random_flips(images, masks)
+        return loss_function(net(images), masks)
+
+    config = {"phase": PHASE, "modality": modality, "data": checkpoint_data_config(run_dir, preset),
+              "unet_fsl": dataclasses.asdict(settings), "seed": preset.seed,
+              "supervision": "FSL: the training patients' whole-tumour masks"}
+    return fit(model, train_step=train_step, train_loader=loader, epochs=settings.epochs, lr=settings.lr,
+               min_lr=settings.min_lr, weight_decay=settings.weight_decay, optimizer="adam",
+               out_dir=phase_dir(run_dir, modality, PHASE), config=config, device=run_device, seed=preset.seed,
+               desc=f"U-Net (FSL) {modality}", progress=progress, **fit_compute_settings(preset))
+
+
+def load_unet_fsl(run_dir: str | Path, modality: str, device: str | torch.device = "cpu") -> nn.Module:
+    """The trained fully supervised U-Net of a run (``best.pt`` = the last epoch), in eval mode.
+
+    Raises:
+        FileNotFoundError: not trained yet (:func:`train_unet_fsl`, notebook 05).
+    """
+    path = phase_dir(run_dir, modality, PHASE) / "best.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no U-Net checkpoint at {path}; train it first (train_unet_fsl, notebook 05)")
+    checkpoint = load_checkpoint(path)
+    model = unet_network(checkpoint["config"]["unet_fsl"]["channels"])
+    model.load_state_dict(checkpoint["model"])
+    return model.to(pick_device(device)).eval()
