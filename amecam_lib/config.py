@@ -266,6 +266,10 @@ class UnetFslConfig:
             decoder level); MONAI's default is (32, 32, 64, 128, 256, 32), the presets scale it down.
         epochs, batch_size, lr, min_lr, weight_decay: Adam with the cosine schedule of every phase.
         flip: random left-right and front-back flips of image and mask together while training.
+        patch_size: ``(h, w)``: train on a random window of each batch (the same for the whole batch;
+            nnU-Net and the Optimized U-Net train on patches too), a cheaper step; the network is
+            convolutional and predicts whole slices. None (or a window as large as the slice):
+            whole slices.
     """
 
     channels: tuple[int, ...] = (32, 32, 64, 128, 256, 32)
@@ -275,6 +279,7 @@ class UnetFslConfig:
     min_lr: float = 1e-5
     weight_decay: float = 1e-5
     flip: bool = True
+    patch_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -488,7 +493,7 @@ def _demo() -> Preset:
         evaluation=EvaluationConfig(score_cam_max_slices=2, score_cam_batch_size=128, restrict_to_brain=True,
                                     gate_by_prediction=True, crf_bilateral_sxy_mm=20.0, crf_bilateral_srgb=25.0),
         # The references of notebook 05, sized for CPU minutes (measured in README "Reference rows").
-        unet_fsl=UnetFslConfig(channels=(8, 8, 16, 32, 64, 8), epochs=2, batch_size=16, lr=3e-3),
+        unet_fsl=UnetFslConfig(channels=(8, 8, 16, 32, 64, 8), epochs=3, batch_size=16, lr=3e-3, patch_size=(96, 96)),
         c2am_refine=C2amRefineConfig(head_epochs=10, head_batch_size=32),
     )
 

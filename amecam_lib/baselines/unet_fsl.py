@@ -7,9 +7,11 @@ The network and the loss come from MONAI, nothing is written by hand: ``monai.ne
 preset) and ``monai.losses.DiceCELoss`` (sigmoid, Dice over the whole batch + binary cross-entropy,
 the loss of nnU-Net and of the Optimized U-Net). Ours, not the Optimized U-Net's: 2-D slices of one
 modality (theirs: 3-D patches of the four modalities), the run's own slices (same crop geometry
-and per-volume min-max as every other method), Adam with the cosine schedule of every phase,
-random flips as the only augmentation, and a preset-scaled budget (``smoke``: 1 epoch of a tiny
-U-Net; ``demo``: 2 epochs of a small one; ``paper``: 30 epochs of MONAI's default width).
+and per-volume min-max as every other method; predicted whole), Adam with the cosine schedule of
+every phase, random flips as the only augmentation, optionally random patches of the slices
+(``UnetFslConfig.patch_size``), and a preset-scaled budget (``smoke``: 1 epoch of a tiny U-Net on
+whole slices; ``demo``: 3 epochs of a small one on 96 x 96 patches; ``paper``: 30 epochs of MONAI's
+default width on whole slices).
 
 Supervision: the **only** training of the project that reads masks, and only the training
 patients', through :func:`amecam_lib.slices.read_training_masks_for_fully_supervised`. No
@@ -57,6 +59,18 @@ def random_flips(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tenso
     return images, masks
 
 
+def random_patch(images: torch.Tensor, masks: torch.Tensor, patch_size) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random ``patch_size`` window (uniform position, the same for the batch) of slices and masks
+    ``(B, 1, H, W)``; a side larger than the slice keeps the whole side; None: unchanged."""
+    if patch_size is None:
+        return images, masks
+    height, width = (min(int(p), n) for p, n in zip(patch_size, images.shape[-2:]))
+    row = int(torch.randint(0, images.shape[-2] - height + 1, ()))
+    col = int(torch.randint(0, images.shape[-1] - width + 1, ()))
+    window = (..., slice(row, row + height), slice(col, col + width))
+    return images[window], masks[window]
+
+
 def train_unet_fsl(run_dir: str | Path, modality: str, preset: Preset, device: str | None = None,
                    progress: bool = True) -> History:
     """Train the fully supervised U-Net on the training split's slices and masks (see the module
@@ -86,6 +100,7 @@ def train_unet_fsl(run_dir: str | Path, modality: str, preset: Preset, device: s
     def train_step(net, batch, step_device):
         images, masks = (item.to(step_device, non_blocking=True) for item in batch)
         masks = masks.float()
+        images, masks = random_patch(images, masks, settings.patch_size)
         if settings.flip:
             images, masks = random_flips(images, masks)
         return loss_function(net(images), masks)
