@@ -270,6 +270,10 @@ class UnetFslConfig:
             nnU-Net and the Optimized U-Net train on patches too), a cheaper step; the network is
             convolutional and predicts whole slices. None (or a window as large as the slice):
             whole slices.
+        patch_tumour_fraction: the share of patches centred on a tumour pixel of the batch (nnU-Net's
+            foreground oversampling, 1/3); the others are placed uniformly.
+        norm: ``BasicUNet``'s normalisation, ``"batch"`` (the same on patches and whole slices) or
+            ``"instance"`` (MONAI's default).
     """
 
     channels: tuple[int, ...] = (32, 32, 64, 128, 256, 32)
@@ -280,6 +284,8 @@ class UnetFslConfig:
     weight_decay: float = 1e-5
     flip: bool = True
     patch_size: tuple[int, int] | None = None
+    patch_tumour_fraction: float = 0.33
+    norm: str = "batch"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from torch import nn
 
 from _hand_nets import FixedExitsNet
 from _tiny_run import one_thread, tiny_preset, tiny_run  # noqa: F401  (fixture)
-from amecam_lib.baselines.unet_fsl import load_unet_fsl, random_flips, random_patch, train_unet_fsl, unet_network
+from amecam_lib.baselines.unet_fsl import (brain_zscore, load_unet_fsl, random_flips, random_patch, train_unet_fsl,
+                                         unet_network)
 from amecam_lib.cams.base import CamBatch, CamNetworks
 from amecam_lib.cams.unet_fsl import UnetFsl
 
@@ -98,3 +99,27 @@ def test_random_patch_is_one_window_of_slice_and_mask_together():
     assert torch.equal(patch, images[..., row:row + 3, col:col + 4])
     whole, _ = random_patch(images, images, (64, 64))          # larger than the slice: the whole slice
     assert torch.equal(whole, images) and random_patch(images, images, None)[0] is images
+
+
+def test_brain_zscore_is_monais_nonzero_normalisation_per_slice():
+    from monai.transforms import NormalizeIntensity
+
+    torch.manual_seed(0)
+    images = torch.rand(3, 1, 6, 5)
+    images[:, :, :2] = 0.0                                               # air
+    ours = brain_zscore(images)
+    theirs = torch.stack([torch.as_tensor(NormalizeIntensity(nonzero=True)(image)) for image in images])
+    assert torch.allclose(ours, theirs.float(), atol=1e-4)
+    assert (ours[:, :, :2] == 0).all()
+    # by hand: brain values 1, 3 -> mean 2, std 1 -> -1, 1
+    assert torch.allclose(brain_zscore(torch.tensor([[[[0.0, 1.0, 3.0]]]])), torch.tensor([[[[0.0, -1.0, 1.0]]]]),
+                          atol=1e-5)
+
+
+def test_tumour_centred_patches_hold_the_tumour():
+    torch.manual_seed(0)
+    masks = torch.zeros(2, 1, 40, 40)
+    masks[1, 0, 30, 35] = 1.0                                            # one tumour pixel, near a corner
+    for _ in range(5):
+        _, patch = random_patch(masks.clone(), masks, (8, 8), tumour_fraction=1.0)
+        assert patch.shape == (2, 1, 8, 8) and patch.sum() == 1.0

@@ -2,9 +2,10 @@
 masks (paper Table 1, "FSL, Opt. U-net"; Futrega, Milesi, Marcinkiewicz and Ribalta, "Optimized
 U-Net for brain tumor segmentation", arXiv:2110.03352, 2021, an nnU-Net-style network).
 
-The network and the loss come from MONAI, nothing is written by hand: ``monai.networks.nets.BasicUNet``
-(2-D, one grey channel in, one tumour logit out; its width ``UnetFslConfig.channels`` scaled by the
-preset) and ``monai.losses.DiceCELoss`` (sigmoid, Dice over the whole batch + binary cross-entropy,
+The network and the loss come from MONAI: ``monai.networks.nets.BasicUNet`` (2-D, one grey channel
+in, one tumour logit out; its width ``UnetFslConfig.channels`` scaled by the preset), behind the
+Optimized U-Net's z-score of the brain's intensities (:func:`brain_zscore`, per slice here), and
+``monai.losses.DiceCELoss`` (sigmoid, Dice over the whole batch + binary cross-entropy,
 the loss of nnU-Net and of the Optimized U-Net). Ours, not the Optimized U-Net's: 2-D slices of one
 modality (theirs: 3-D patches of the four modalities), the run's own slices (same crop geometry
 and per-volume min-max as every other method; predicted whole), Adam with the cosine schedule of
@@ -42,12 +43,44 @@ PHASE = "unet_fsl"
 """The phase folder: ``RUN/<modality>/unet_fsl/``."""
 
 
-def unet_network(channels) -> nn.Module:
-    """MONAI's 2-D ``BasicUNet``: ``(B, 1, H, W)`` slice -> ``(B, 1, H, W)`` tumour logit (any H, W:
-    MONAI pads the skip connections of odd sizes)."""
-    from monai.networks.nets import BasicUNet
+def brain_zscore(images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The Optimized U-Net's (and nnU-Net's) input normalisation, per slice: z-score over the brain
+    (non-zero pixels), 0 outside; what MONAI's ``NormalizeIntensity(nonzero=True)`` does to one image
+    (tests check the two agree). ``(B, 1, H, W)`` -> same shape float32. Our slices are min-max
+    normalised per volume, so a patient whose volume maximum is an outlier has a darker brain; the
+    z-score removes that, which the CAMs get from their own min-max n(.)."""
+    images = images.float()
+    brain = images > 0
+    count = brain.sum(dim=(1, 2, 3), keepdim=True).clamp(min=1)
+    mean = (images * brain).sum(dim=(1, 2, 3), keepdim=True) / count
+    std = ((((images - mean) * brain) ** 2).sum(dim=(1, 2, 3), keepdim=True) / count).sqrt()
+    return torch.where(brain, (images - mean) / (std + eps), torch.zeros_like(images))
 
-    return BasicUNet(spatial_dims=2, in_channels=1, out_channels=1, features=tuple(int(c) for c in channels))
+
+class FullySupervisedUNet(nn.Module):
+    """MONAI's 2-D ``BasicUNet`` behind :func:`brain_zscore`: ``(B, 1, H, W)`` slices in [0, 1] ->
+    ``(B, 1, H, W)`` tumour logits (any H, W: MONAI pads the skip connections of odd sizes).
+
+    Args:
+        channels: ``BasicUNet`` features (six numbers).
+        norm: ``"batch"`` (running statistics, so a network trained on patches normalises whole
+            slices the same way) or MONAI's default ``"instance"`` (statistics of each input).
+    """
+
+    def __init__(self, channels, norm: str = "batch"):
+        super().__init__()
+        from monai.networks.nets import BasicUNet
+
+        self.unet = BasicUNet(spatial_dims=2, in_channels=1, out_channels=1,
+                              features=tuple(int(c) for c in channels), norm=norm)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.unet(brain_zscore(images))
+
+
+def unet_network(channels, norm: str = "batch") -> FullySupervisedUNet:
+    """The fully supervised network (:class:`FullySupervisedUNet`)."""
+    return FullySupervisedUNet(channels, norm)
 
 
 def random_flips(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,14 +92,27 @@ def random_flips(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tenso
     return images, masks
 
 
-def random_patch(images: torch.Tensor, masks: torch.Tensor, patch_size) -> tuple[torch.Tensor, torch.Tensor]:
-    """One random ``patch_size`` window (uniform position, the same for the batch) of slices and masks
-    ``(B, 1, H, W)``; a side larger than the slice keeps the whole side; None: unchanged."""
+def random_patch(images: torch.Tensor, masks: torch.Tensor, patch_size,
+                 tumour_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random ``patch_size`` window (the same for the batch) of slices and masks ``(B, 1, H, W)``.
+
+    With probability ``tumour_fraction`` (and a tumour pixel in the batch) the window is centred on
+    a tumour pixel drawn at random (shifted to stay inside the slice): nnU-Net's foreground
+    oversampling (a third of its patches), so that the Dice term sees tumour often enough; otherwise
+    its position is uniform. A side larger than the slice keeps the whole side; None: unchanged.
+    """
     if patch_size is None:
         return images, masks
     height, width = (min(int(p), n) for p, n in zip(patch_size, images.shape[-2:]))
-    row = int(torch.randint(0, images.shape[-2] - height + 1, ()))
-    col = int(torch.randint(0, images.shape[-1] - width + 1, ()))
+    row_range, col_range = images.shape[-2] - height, images.shape[-1] - width
+    tumour = torch.nonzero(masks > 0) if tumour_fraction > 0 and torch.rand(()) < tumour_fraction else None
+    if tumour is not None and len(tumour):
+        centre = tumour[int(torch.randint(0, len(tumour), ()))]
+        row = min(max(int(centre[-2]) - height // 2, 0), row_range)
+        col = min(max(int(centre[-1]) - width // 2, 0), col_range)
+    else:
+        row = int(torch.randint(0, row_range + 1, ()))
+        col = int(torch.randint(0, col_range + 1, ()))
     window = (..., slice(row, row + height), slice(col, col + width))
     return images[window], masks[window]
 
@@ -92,7 +138,7 @@ def train_unet_fsl(run_dir: str | Path, modality: str, preset: Preset, device: s
     dataset = TensorDataset(torch.from_numpy(train.images), torch.from_numpy(train.masks[:, None]))
     loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, num_workers=preset.num_workers)
     seed_everything(preset.seed)
-    model = unet_network(settings.channels)
+    model = unet_network(settings.channels, settings.norm)
     from monai.losses import DiceCELoss
 
     loss_function = DiceCELoss(sigmoid=True, batch=True)
@@ -100,10 +146,11 @@ def train_unet_fsl(run_dir: str | Path, modality: str, preset: Preset, device: s
     def train_step(net, batch, step_device):
         images, masks = (item.to(step_device, non_blocking=True) for item in batch)
         masks = masks.float()
-        images, masks = random_patch(images, masks, settings.patch_size)
+        images = brain_zscore(images)              # on the whole slice, as at inference, then the patch
+        images, masks = random_patch(images, masks, settings.patch_size, settings.patch_tumour_fraction)
         if settings.flip:
             images, masks = random_flips(images, masks)
-        return loss_function(net(images), masks)
+        return loss_function(net.unet(images), masks)
 
     config = {"phase": PHASE, "modality": modality, "data": checkpoint_data_config(run_dir, preset),
               "unet_fsl": dataclasses.asdict(settings), "seed": preset.seed,
@@ -124,6 +171,6 @@ def load_unet_fsl(run_dir: str | Path, modality: str, device: str | torch.device
     if not path.is_file():
         raise FileNotFoundError(f"no U-Net checkpoint at {path}; train it first (train_unet_fsl, notebook 05)")
     checkpoint = load_checkpoint(path)
-    model = unet_network(checkpoint["config"]["unet_fsl"]["channels"])
+    model = unet_network(checkpoint["config"]["unet_fsl"]["channels"], checkpoint["config"]["unet_fsl"].get("norm", "batch"))
     model.load_state_dict(checkpoint["model"])
     return model.to(pick_device(device)).eval()
