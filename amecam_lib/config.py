@@ -500,7 +500,7 @@ def _demo() -> Preset:
                                     gate_by_prediction=True, crf_bilateral_sxy_mm=20.0, crf_bilateral_srgb=25.0),
         # The references of notebook 05, sized for CPU minutes (measured in README "Reference rows").
         unet_fsl=UnetFslConfig(channels=(8, 8, 16, 32, 64, 8), epochs=3, batch_size=16, lr=3e-3, patch_size=(96, 96)),
-        c2am_refine=C2amRefineConfig(head_epochs=10, head_batch_size=32),
+        c2am_refine=C2amRefineConfig(head_epochs=4, head_batch_size=32),
     )
 
 

@@ -19,6 +19,10 @@ patients', through :func:`amecam_lib.slices.read_training_masks_for_fully_superv
 validation masks are read: ``best.pt`` is the last epoch. Its row is marked FSL in every table: a
 reference for the ceiling, not a competitor of the weakly supervised rows (paper Sec. 4.1).
 
+Scale: the training split is read into memory (images and masks); fine for the sample and a GPU
+node's RAM at a few hundred patients, not for all 1,251 BraTS 2021 cases at 240 px (a lazy
+dataset with masks would be the next step).
+
 Writes ``RUN/<modality>/unet_fsl/{log.csv,last.pt,best.pt}`` through
 :func:`amecam_lib.training.fit` (atomic checkpoints, resume, a config fingerprint with the data's,
 so re-slicing or another split starts afresh).
@@ -31,11 +35,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from amecam_lib.config import Preset
 from amecam_lib.device import pick_device, seed_everything
-from amecam_lib.phases import checkpoint_data_config, fit_compute_settings, phase_dir
+from amecam_lib.phases import checkpoint_data_config, fit_compute_settings, phase_dir, training_loader
 from amecam_lib.slices import read_training_masks_for_fully_supervised
 from amecam_lib.training import History, fit, load_checkpoint
 
@@ -136,7 +140,7 @@ def train_unet_fsl(run_dir: str | Path, modality: str, preset: Preset, device: s
     run_device = pick_device(device or "auto")
     train = read_training_masks_for_fully_supervised(run_dir, modality, exclude_ambiguous=False)
     dataset = TensorDataset(torch.from_numpy(train.images), torch.from_numpy(train.masks[:, None]))
-    loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, num_workers=preset.num_workers)
+    loader = training_loader(dataset, settings.batch_size, preset, run_device)   # DistributedSampler under torchrun
     seed_everything(preset.seed)
     model = unet_network(settings.channels, settings.norm)
     from monai.losses import DiceCELoss
