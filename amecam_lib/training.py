@@ -239,13 +239,7 @@ def fit(model: nn.Module, *, train_step: TrainStep, train_loader: Iterable, epoc
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"{desc}: loss is {loss_value} at epoch {epoch + 1}, "
                                          f"step {step_index + 1}")
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(torch_optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                torch_optimizer.step()
+            backward_and_step(loss, torch_optimizer, scaler)
             loss_sum += loss_value
             n_steps += 1
             bar.set_postfix(loss=f"{loss_sum / n_steps:.4f}")
@@ -288,6 +282,22 @@ def fit(model: nn.Module, *, train_step: TrainStep, train_loader: Iterable, epoc
             _save(out_dir / "best.pt", state)
     distributed.barrier()                     # the checkpoints exist for every rank's next phase
     return history
+
+
+def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                      scaler: "torch.amp.GradScaler | None" = None) -> None:
+    """One optimiser step from a scalar ``loss``: backward, then ``optimizer.step()``; with a
+    float16 ``scaler`` (PyTorch's ``torch.amp.GradScaler``) the loss is scaled first and the step
+    skipped when the gradients overflow, as the scaler decides. Used by :func:`fit` and by
+    ``data_scripts/bench_gpu.py``, so the benchmark times the step that training takes.
+    The caller zeroes the gradients."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
 
 
 def load_checkpoint(path: str | Path, model: nn.Module | None = None,

@@ -10,6 +10,9 @@ data: ``*_browser(...)`` returns the widget, ``*_figure(...)`` returns a
   run's ``manifest.csv`` and, for a cropped run, the crop window as a dashed box (notebook 01).
 - :func:`method_browser` / :func:`method_browser_figure`: test slices x CAM methods, map and
   thresholded mask over the image with the WT contour (notebook 05).
+- :func:`case_viewer` / :func:`case_viewer_figure`: a test case's MRI with an exported mask (red)
+  and the ground truth (green) in 3-D / three planes, NiiVue for Jupyter (``ipyniivue``: WebGL2 in
+  the browser, no network needed); the figure: the three planes through the tumour (notebook 05).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from amecam_lib.config import MODALITIES
-from amecam_lib.plots import draw_window, plot_map_grid, show_mask, show_slice
+from amecam_lib.plots import TUMOUR_COLOUR, draw_contour, draw_window, plot_map_grid, show_mask, show_slice
 from amecam_lib.releases import BratsDataError
 from amecam_lib.slices import read_case_info, read_manifest
 from amecam_lib.volumes import CaseVolumes, load_case, scan_cases
@@ -240,3 +243,63 @@ def method_browser_figure(images: np.ndarray, masks: np.ndarray,
     """Static twin of :func:`method_browser`: every slice (rows) x every method (columns), a
     Fig. 2-style grid (:func:`amecam_lib.plots.plot_map_grid` with the GT column)."""
     return plot_map_grid(images, maps, masks, row_titles=captions, show_gt=True)
+
+
+def _case_files(data_dir: str | os.PathLike, case_id: str):
+    cases = {case.case_id: case for case in scan_cases(str(data_dir)).cases}
+    if case_id not in cases:
+        raise KeyError(f"case {case_id!r} not found in {data_dir}; cases: {sorted(cases)}")
+    return cases[case_id]
+
+
+def case_viewer(data_dir: str | os.PathLike, case_id: str, modality: str, mask_path: str | os.PathLike, *,
+                height: int = 420):
+    """A 3-D / multiplanar viewer (NiiVue, ``ipyniivue``) of one case's MRI with two overlays: the
+    mask in ``mask_path`` in red and the expert segmentation (every label > 0: the whole tumour) in
+    green. Drag in a plane to move the crosshair, scroll to step through slices; the files are read
+    by the kernel and sent to the browser (no network).
+
+    Args:
+        data_dir: BraTS root folder holding ``case_id``.
+        case_id: the case.
+        modality: the MRI sequence shown (t1, t1ce, t2, flair).
+        mask_path: a NIfTI mask on the case's grid (``export_case_masks``' output).
+        height: the viewer's height in pixels.
+
+    Returns:
+        an ``ipyniivue.NiiVue`` widget.
+    """
+    from ipyniivue import NiiVue
+
+    files = _case_files(data_dir, case_id)
+    viewer = NiiVue(height=height)
+    viewer.load_volumes([
+        {"path": str(files.images[modality])},
+        {"path": str(files.seg), "colormap": "green", "opacity": 0.45, "cal_min": 0.5, "cal_max": 1.0},
+        {"path": str(mask_path), "colormap": "red", "opacity": 0.6, "cal_min": 0.5, "cal_max": 1.0},
+    ])
+    return viewer
+
+
+def case_viewer_figure(data_dir: str | os.PathLike, case_id: str, modality: str,
+                       mask_path: str | os.PathLike) -> Figure:
+    """Static twin of :func:`case_viewer`: axial, coronal and sagittal planes through the centre of
+    the whole tumour, the MRI in grey, the ground truth's outline in green and the mask's in red."""
+    import nibabel as nib
+
+    volumes = _load(str(data_dir), case_id)
+    truth = volumes.whole_tumour
+    mask = np.asarray(nib.load(mask_path).dataobj) > 0
+    if mask.shape != truth.shape:
+        raise ValueError(f"mask {mask_path} is {mask.shape}, case {case_id} is {truth.shape}")
+    centre = np.round(np.argwhere(truth).mean(axis=0)).astype(int) if truth.any() else np.array(truth.shape) // 2
+    upright = lambda plane: plane[:, ::-1]          # noqa: E731 -- (X or Y, Z): superior at the top
+    planes = {f"axial z={centre[2]}": lambda v: v[:, :, centre[2]],
+              f"coronal y={centre[1]}": lambda v: upright(v[:, centre[1], :]),
+              f"sagittal x={centre[0]}": lambda v: upright(v[centre[0], :, :])}
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    for ax, (title, cut) in zip(fig.subplots(1, 3), planes.items()):
+        show_slice(ax, cut(volumes.images[modality]), mask=cut(truth), title=title)
+        draw_contour(ax, cut(mask), colour=TUMOUR_COLOUR)
+    fig.suptitle(f"{case_id} {modality}: ground truth (green), exported mask (red)", fontsize=9)
+    return fig

@@ -69,6 +69,7 @@ from amecam_lib.losses.exits import multi_exit_loss  # noqa: E402
 from amecam_lib.models.multi_exit import MultiExitResNet  # noqa: E402
 from amecam_lib.phases import global_supcon_loss, pretrain_network  # noqa: E402
 from amecam_lib.splits import split_sizes  # noqa: E402
+from amecam_lib.training import backward_and_step  # noqa: E402
 
 BRATS2021_CASES = 1251
 """Training cases of BraTS 2021 (RSNA-ASNR-MICCAI)."""
@@ -172,13 +173,7 @@ def measure(phase: str, preset: Preset, device: torch.device, batch: int, image_
                 loss = step(model, images, labels)
             if not torch.isfinite(loss.detach()):
                 raise FloatingPointError(f"{phase}: loss is {float(loss)}")
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            backward_and_step(loss, optimizer, scaler)
 
         for _ in range(warmup):
             one_step()

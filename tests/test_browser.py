@@ -7,7 +7,8 @@ preset, and checks what a student would see:
 
 - no cell shows an error (no error output in the saved notebook, no traceback on the page);
 - notebook 01's slice browser renders (dropdowns, z slider, contour toggle) and moving its z slider
-  changes the picture; notebook 05's method browser renders and choosing another method changes it.
+  changes the picture; notebook 05's method browser renders and choosing another method changes it,
+  and its 3-D viewer (NiiVue, a WebGL canvas) draws the case's MRI.
 
 How the copies run in the smoke preset: the ``parameters`` cell of each copy gets override lines
 appended (``preset = "smoke"``, ``run_dir`` and ``data_dir`` in the temporary folder,
@@ -301,3 +302,29 @@ def test_notebook_05_method_browser_in_jupyterlab(lab, page, smoke_run, sample_d
     after = _wait_for_new_picture(browser_widget, before)
     _screenshot(browser_widget, "05_method_browser_after.png")
     assert after != before, f"choosing method {other} instead of {current} did not change the picture"
+
+    viewer = page.locator(".jp-OutputArea-output canvas").first      # NiiVue draws into a WebGL canvas
+    viewer.scroll_into_view_if_needed()
+    box = viewer.bounding_box()
+    assert box and box["width"] > 200 and box["height"] > 200, f"3-D viewer canvas: {box}"
+    picture = _wait_for_drawn_canvas(viewer)
+    (ARTIFACTS / "05_case_viewer.png").write_bytes(picture)
+
+
+def _wait_for_drawn_canvas(canvas, timeout_s: float = 60) -> bytes:
+    """The canvas' screenshot once it shows an MRI: at least 2 % of its pixels bright (a blank or
+    black canvas, WebGL missing, fails)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    deadline, bright = time.monotonic() + timeout_s, 0.0
+    while time.monotonic() < deadline:
+        picture = canvas.screenshot()
+        grey = np.asarray(Image.open(io.BytesIO(picture)).convert("L"))
+        bright = float((grey > 60).mean())
+        if bright > 0.02:
+            return picture
+        time.sleep(1)
+    pytest.fail(f"the 3-D viewer's canvas stayed blank ({bright:.1%} bright pixels)")

@@ -254,3 +254,28 @@ def test_slice_browser_on_the_sample(sample_dir, tmp_path):
     assert isinstance(slice_browser(sample_dir), ipywidgets.VBox)
     with pytest.raises(ValueError):
         slice_browser_figure(sample_dir, case_id, [155])
+
+
+def test_case_viewer_and_its_figure_on_the_sample(sample_dir, tmp_path):
+    """Notebook 05's 3-D viewer: NiiVue with the MRI, the ground truth and the mask; the static twin
+    cuts the three planes through the tumour's centre (a mask of another shape is refused)."""
+    import nibabel as nib
+    from ipyniivue import NiiVue
+
+    from amecam_lib.volumes import find_cases
+    from amecam_lib.widgets import case_viewer, case_viewer_figure
+
+    case = find_cases(sample_dir)[0]
+    seg = nib.load(case.seg)
+    mask_path = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image((np.asarray(seg.dataobj) > 0).astype(np.uint8), seg.affine), mask_path)
+    viewer = case_viewer(sample_dir, case.case_id, "flair", mask_path)
+    assert isinstance(viewer, NiiVue) and len(viewer.volumes) == 3
+    fig = case_viewer_figure(sample_dir, case.case_id, "flair", mask_path)
+    assert [t.split()[0] for t in _titles(fig)] == ["axial", "coronal", "sagittal"]
+    centre = np.round(np.argwhere(np.asarray(seg.dataobj) > 0).mean(axis=0)).astype(int)
+    assert _titles(fig)[0] == f"axial z={centre[2]}"
+    small = tmp_path / "small.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), small)
+    with pytest.raises(ValueError, match="small"):
+        case_viewer_figure(sample_dir, case.case_id, "flair", small)
