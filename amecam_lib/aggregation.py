@@ -336,9 +336,10 @@ def train_attention(run_dir: str | Path, modality: str, preset: Preset, exits: S
                                     train_slices)
         val_images = _select_lazy(SliceDataset.from_run(run_dir, modality, "val"), "tumour")
     else:
-        train_images = _select(load_slices(run_dir, modality, "train",
-                                           exclude_ambiguous=preset.data.exclude_ambiguous), train_slices)
-        val_images = _select(load_slices(run_dir, modality, "val", exclude_ambiguous=False), "tumour")
+        train_images = _select(load_slices(run_dir, modality, "train", exclude_ambiguous=preset.data.exclude_ambiguous,
+                                           with_masks=False), train_slices)
+        val_images = _select(load_slices(run_dir, modality, "val", exclude_ambiguous=False, with_masks=False),
+                             "tumour")
     if len(train_images) == 0:
         raise ValueError(f"no {train_slices} slice in the train split of {run_dir} ({modality})")
 
@@ -571,7 +572,8 @@ def attention_weight_report(run_dir: str | Path, modality: str, preset: Preset, 
     run_device = pick_device(device or "auto")
     attention = load_attention(run_dir, modality, exits, device=run_device, restrict_to_brain=restrict_to_brain)
     classifier = load_multi_exit(run_dir, modality, "best", device=run_device)
-    val_images = _select(load_slices(run_dir, modality, "val", exclude_ambiguous=False), "tumour")
+    val_images = _select(load_slices(run_dir, modality, "val", exclude_ambiguous=False, with_masks=False),
+                         "tumour")
     if len(val_images) == 0:
         raise ValueError(f"the val split of {run_dir} has no tumour-labelled {modality} slice")
     native_maps = native_exit_maps(classifier, val_images, exits, device=run_device)

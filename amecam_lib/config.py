@@ -256,6 +256,55 @@ class AggregationConfig:
 
 
 @dataclass(frozen=True)
+class UnetFslConfig:
+    """The fully supervised reference ``unet_fsl`` (paper Table 1 "FSL", Opt. U-net, Futrega et al.
+    2021): MONAI's ``BasicUNet`` trained on the training patients' whole-tumour masks
+    (:mod:`amecam_lib.baselines.unet_fsl`). The only phase that reads masks for training.
+
+    Attributes:
+        channels: ``BasicUNet`` features, six numbers (four encoder levels, bottleneck, last
+            decoder level); MONAI's default is (32, 32, 64, 128, 256, 32), the presets scale it down.
+        epochs, batch_size, lr, min_lr, weight_decay: Adam with the cosine schedule of every phase.
+        flip: random left-right and front-back flips of image and mask together while training.
+        patch_size: ``(h, w)``: train on a random window of each batch (the same for the whole batch;
+            nnU-Net and the Optimized U-Net train on patches too), a cheaper step; the network is
+            convolutional and predicts whole slices. None (or a window as large as the slice):
+            whole slices.
+        patch_tumour_fraction: the share of patches centred on a tumour pixel of the batch (nnU-Net's
+            foreground oversampling, 1/3); the others are placed uniformly.
+        norm: ``BasicUNet``'s normalisation, ``"batch"`` (the same on patches and whole slices) or
+            ``"instance"`` (MONAI's default).
+    """
+
+    channels: tuple[int, ...] = (32, 32, 64, 128, 256, 32)
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 1e-5
+    flip: bool = True
+    patch_size: tuple[int, int] | None = None
+    patch_tumour_fraction: float = 0.33
+    norm: str = "batch"
+
+
+@dataclass(frozen=True)
+class C2amRefineConfig:
+    """The class-agnostic activation head of ``avg_me_c2am`` (paper Table 2 "Avg. ME + C2AM";
+    C2AM, Xie et al. CVPR 2022; :mod:`amecam_lib.baselines.c2am_refine`). Trained with Eq. 3 on the
+    frozen classifier's stage-3 and stage-4 features of the train slices (no label, no mask); the
+    loss's rank decay and clamp are ``AggregationConfig.rank_decay`` / ``sim_clamp``.
+
+    Attributes:
+        head_epochs, head_batch_size, head_lr: the head's training (Adam, cosine schedule).
+    """
+
+    head_epochs: int = 10
+    head_batch_size: int = 64
+    head_lr: float = 1e-3
+
+
+@dataclass(frozen=True)
 class EvaluationConfig:
     """CAM -> mask -> scores (paper Sec. 2 end, 3.2; DenseCRF of Kraehenbuehl and Koltun 2011).
 
@@ -292,7 +341,7 @@ class EvaluationConfig:
     batch_size: int = 32
     methods: tuple[str, ...] = (
         "ame_cam_crf", "ame_cam", "avg_me", "m_f", "exit1", "exit2", "exit3", "exit4", "exit2_3",
-        "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "intensity",
+        "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "intensity", "avg_me_c2am", "unet_fsl",
     )
 
 
@@ -357,8 +406,10 @@ class Preset:
     num_workers: int = 0
     seed: int = 0
     compute: ComputeConfig = field(default_factory=ComputeConfig)
+    unet_fsl: UnetFslConfig = field(default_factory=UnetFslConfig)
+    c2am_refine: C2amRefineConfig = field(default_factory=C2amRefineConfig)
 
-    PHASES = ("data", "pretrain", "multi_exit", "aggregation", "evaluation", "compute")
+    PHASES = ("data", "pretrain", "multi_exit", "aggregation", "evaluation", "compute", "unet_fsl", "c2am_refine")
 
     def with_overrides(self, **overrides) -> "Preset":
         """Return a copy with the named fields replaced.
@@ -447,6 +498,9 @@ def _demo() -> Preset:
         # Avg. ME + CRF 0.733 (authors') -> 0.829 (chosen; best 0.834 at compat 5).
         evaluation=EvaluationConfig(score_cam_max_slices=2, score_cam_batch_size=128, restrict_to_brain=True,
                                     gate_by_prediction=True, crf_bilateral_sxy_mm=20.0, crf_bilateral_srgb=25.0),
+        # The references of notebook 05, sized for CPU minutes (measured in README "Reference rows").
+        unet_fsl=UnetFslConfig(channels=(8, 8, 16, 32, 64, 8), epochs=3, batch_size=16, lr=3e-3, patch_size=(96, 96)),
+        c2am_refine=C2amRefineConfig(head_epochs=4, head_batch_size=32),
     )
 
 
@@ -460,6 +514,8 @@ def _smoke() -> Preset:
         multi_exit=MultiExitConfig(epochs=2, batch_size=32, lr=1e-3, select_by="val_loss"),
         aggregation=AggregationConfig(epochs=1, batch_size=32, lr=1e-2),
         evaluation=EvaluationConfig(score_cam_max_slices=2, score_cam_batch_size=64),
+        unet_fsl=UnetFslConfig(channels=(4, 4, 8, 16, 32, 4), epochs=1, batch_size=32, lr=3e-3),
+        c2am_refine=C2amRefineConfig(head_epochs=1, head_batch_size=32),
     )
 
 

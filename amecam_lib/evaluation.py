@@ -66,7 +66,8 @@ import pandas as pd
 from amecam_lib import distributed
 from amecam_lib.aggregation import ALL_EXITS, load_attention
 from amecam_lib.atomic import atomic_path, write_text
-from amecam_lib.cams import CRF_METHODS, EXITS_2_3, METHODS, CamMethods, attention_exits
+from amecam_lib.baselines import load_reference_networks
+from amecam_lib.cams import CRF_METHODS, EXITS_2_3, METHODS, SUPERVISION, CamMethods, attention_exits
 from amecam_lib.config import EvaluationConfig, Preset
 from amecam_lib.crf import dense_crf_from_config
 from amecam_lib.device import pick_device
@@ -91,8 +92,9 @@ VOLUME_COLUMNS: tuple[str, ...] = ("modality", "method", "case_id", "dice", "iou
                                    "true_voxels")
 """Columns of ``RUN/results_3d.csv``: one row per modality, method and test patient."""
 
-# Paper numbers (Chen et al., MICCAI 2023): Table 1 (Grad-CAM, ScoreCAM, LayerCAM, AME-CAM per
-# modality), Table 2 (T1: Avg. ME), Table 3 (T1-CE: single exits, M2 + M3). (mean, std) pairs.
+# Paper numbers (Chen et al., MICCAI 2023): Table 1 (Grad-CAM, ScoreCAM, LayerCAM, AME-CAM and the
+# fully supervised Opt. U-net, beside ``unet_fsl``, per modality), Table 2 (T1: Avg. ME, Avg. ME + C2AM),
+# Table 3 (T1-CE: single exits, M2 + M3). (mean, std) pairs.
 # The paper's AME-CAM includes DenseCRF, so it sits beside ``ame_cam_crf``.
 PAPER_RESULTS: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
     "t1": {
@@ -101,6 +103,8 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
         "layer_cam": {"dice": (0.571, 0.170), "iou": (0.419, 0.161), "hd95": (23.335, 27.369)},
         "ame_cam_crf": {"dice": (0.631, 0.119), "iou": (0.471, 0.119), "hd95": (21.813, 18.219)},
         "avg_me": {"dice": (0.617, 0.121), "iou": (0.457, 0.121), "hd95": (23.603, 20.572)},
+        "avg_me_c2am": {"dice": (0.484, 0.256), "iou": (0.354, 0.207), "hd95": (69.242, 121.163)},
+        "unet_fsl": {"dice": (0.836, 0.062), "iou": (0.723, 0.090), "hd95": (11.730, 10.345)},
     },
     "t1ce": {
         "grad_cam": {"dice": (0.127, 0.088), "iou": (0.071, 0.054), "hd95": (129.890, 27.854)},
@@ -112,18 +116,21 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
         "exit3": {"dice": (0.520, 0.163), "iou": (0.367, 0.141), "hd95": (43.749, 54.907)},
         "exit4": {"dice": (0.154, 0.101), "iou": (0.087, 0.065), "hd95": (120.779, 44.548)},
         "exit2_3": {"dice": (0.566, 0.207), "iou": (0.421, 0.186), "hd95": (27.972, 56.591)},
+        "unet_fsl": {"dice": (0.845, 0.058), "iou": (0.736, 0.085), "hd95": (11.593, 11.120)},
     },
     "t2": {
         "grad_cam": {"dice": (0.049, 0.058), "iou": (0.026, 0.034), "hd95": (141.025, 23.107)},
         "score_cam": {"dice": (0.530, 0.184), "iou": (0.382, 0.174), "hd95": (28.611, 11.596)},
         "layer_cam": {"dice": (0.624, 0.178), "iou": (0.476, 0.173), "hd95": (23.978, 44.323)},
         "ame_cam_crf": {"dice": (0.721, 0.086), "iou": (0.571, 0.101), "hd95": (14.940, 8.736)},
+        "unet_fsl": {"dice": (0.884, 0.064), "iou": (0.798, 0.098), "hd95": (8.349, 9.125)},
     },
     "flair": {
         "grad_cam": {"dice": (0.150, 0.077), "iou": (0.083, 0.050), "hd95": (110.031, 23.307)},
         "score_cam": {"dice": (0.432, 0.209), "iou": (0.299, 0.178), "hd95": (39.385, 17.182)},
         "layer_cam": {"dice": (0.652, 0.206), "iou": (0.515, 0.210), "hd95": (22.055, 33.959)},
         "ame_cam_crf": {"dice": (0.862, 0.088), "iou": (0.767, 0.122), "hd95": (8.664, 6.440)},
+        "unet_fsl": {"dice": (0.914, 0.058), "iou": (0.847, 0.093), "hd95": (8.093, 11.879)},
     },
 }
 
@@ -432,7 +439,8 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
         if ALL_EXITS in attention_exits(needs) else None                      # ame_cam, m_f
     attention_2_3 = load_attention(run_dir, modality, EXITS_2_3, device=run_device) \
         if EXITS_2_3 in attention_exits(needs) else None
-    cams = CamMethods(model, attention, attention_2_3, config)
+    references = load_reference_networks(run_dir, modality, methods, device=run_device)   # unet_fsl, avg_me_c2am
+    cams = CamMethods(model, attention, attention_2_3, config, references=references)
     spacing = pixel_spacing_mm(run_dir, slices.case_ids)
 
     # Maps: every method but Score-CAM in one pass over the slices (shared forward / backward
@@ -612,15 +620,18 @@ def results_markdown(table: pd.DataFrame, volume_scores: pd.DataFrame | None = N
              "Dice and IoU on the test slices labelled tumour, HD95 in mm (each case's pixel spacing "
              "from its affine and the slicing geometry); mean +- std. `fp area` is the mean fraction of a normal test slice "
              "predicted tumour. Paper: Chen et al., MICCAI 2023, Tables 1-3 (its AME-CAM includes DenseCRF, "
-             "so it sits beside `ame_cam_crf`; its Table 2 is T1 only, its Table 3 T1-CE only).", ""]
+             "so it sits beside `ame_cam_crf`; its Table 2 is T1 only, its Table 3 T1-CE only). `type` as in "
+             "the paper's Table 1: WSSS = slice labels only; UL = no label (`intensity`, the floor); FSL = "
+             "trained on the training patients' masks (`unet_fsl`, the paper's Opt. U-net row): the ceiling, "
+             "a reference rather than a competitor.", ""]
     for modality in dict.fromkeys(table["modality"]):
         paper = PAPER_RESULTS.get(modality, {})
         lines += [f"## {modality}", "",
-                  "| method | n | Dice | IoU | HD95 | fp area | s/slice | paper Dice | paper IoU | paper HD95 |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| type | method | n | Dice | IoU | HD95 | fp area | s/slice | paper Dice | paper IoU | paper HD95 |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for _, row in table[table["modality"] == modality].iterrows():
             reference = paper.get(row["method"], {})
-            cells = [f"`{row['method']}`", str(int(row["n_slices"]))]
+            cells = [SUPERVISION.get(row["method"], ""), f"`{row['method']}`", str(int(row["n_slices"]))]
             cells += [f"{row[f'{m}_mean']:.3f} +- {row[f'{m}_std']:.3f}" for m in ("dice", "iou", "hd95")]
             cells += [f"{row['fp_area_normal_mean']:.3f}", f"{row['seconds_per_slice']:.3f}"]
             cells += [f"{reference[m][0]:.3f} +- {reference[m][1]:.3f}" if m in reference else ""

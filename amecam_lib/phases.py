@@ -193,7 +193,7 @@ def train_multi_exit(run_dir: str | Path, modality: str, preset: Preset, device:
     run_device = pick_device(device or "auto")
     train_set = training_slices(run_dir, modality, "train", preset)
     val_set = SliceDataset.from_run(run_dir, modality, "val") if lazy_slices(preset) \
-        else load_slices(run_dir, modality, "val", exclude_ambiguous=False)
+        else load_slices(run_dir, modality, "val", exclude_ambiguous=False, with_masks=False)
     _check_two_classes(np.asarray(val_set.labels), f"val split of {run_dir} ({modality})")
     train_labels = np.asarray(train_set.labels)
     pos_weight = None
@@ -422,7 +422,7 @@ def training_slices(run_dir: str | Path, modality: str, split: str, preset: Pres
     Lazy (memory-mapped, one slice decoded per item: :meth:`SliceDataset.from_run`) when
     ``preset.compute.lazy_slices`` is set or under torchrun, so no process holds a copy of the
     split; otherwise the split loaded into memory (:func:`load_slices`). Both give the same slices
-    in the same order (case ID, then z).
+    in the same order (case ID, then z). Slice labels only: no mask file is opened.
 
     Args:
         exclude_ambiguous: default ``preset.data.exclude_ambiguous``.
@@ -430,7 +430,7 @@ def training_slices(run_dir: str | Path, modality: str, split: str, preset: Pres
     exclude = preset.data.exclude_ambiguous if exclude_ambiguous is None else exclude_ambiguous
     if lazy_slices(preset):
         return SliceDataset.from_run(run_dir, modality, split, exclude_ambiguous=exclude)
-    return SliceDataset(load_slices(run_dir, modality, split, exclude_ambiguous=exclude))
+    return SliceDataset(load_slices(run_dir, modality, split, exclude_ambiguous=exclude, with_masks=False))
 
 
 def lazy_slices(preset: Preset) -> bool:

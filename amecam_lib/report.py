@@ -46,9 +46,10 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 TABLE1_METHODS: tuple[tuple[str, str], ...] = (
     ("grad_cam", "Grad-CAM"), ("score_cam", "ScoreCAM"), ("layer_cam", "LayerCAM"),
-    ("ame_cam_crf", "AME-CAM (+ DenseCRF)"), ("ame_cam", "AME-CAM without CRF (not in the paper's table)"))
+    ("ame_cam_crf", "AME-CAM (+ DenseCRF)"), ("ame_cam", "AME-CAM without CRF (not in the paper's table)"),
+    ("unet_fsl", "FSL: U-Net on the training masks, the ceiling (paper: Opt. U-net)"))
 """Rows of each block of Table 1: (method name in ``results.csv``, label). The paper's AME-CAM
-includes DenseCRF, so its numbers sit beside ``ame_cam_crf``."""
+includes DenseCRF, so its numbers sit beside ``ame_cam_crf``; ``unet_fsl`` is the paper's FSL row."""
 
 MODALITY_LABELS = {"t1": "T1", "t1ce": "T1-CE", "t2": "T2", "flair": "T2-FLAIR"}
 

@@ -57,7 +57,8 @@ class SliceSet:
         images: ``(N, 1, H, W) float32`` in ``[0, 1]``.
         labels: ``(N,) int64`` in ``{0, 1}``: 1 = whole-tumour area above the threshold.
         masks: ``(N, H, W) bool`` whole tumour at image size (inside the crop window for a
-            cropped run); for evaluation only, never training.
+            cropped run); for evaluation only, never weakly supervised training; None when
+            loaded with ``with_masks=False`` (what the weakly supervised trainings do).
         case_ids: ``(N,)`` str, the case of each slice.
         z: ``(N,) int64`` axial index of each slice in its volume.
         ambiguous: ``(N,) bool``, ``0 < tumour area <= threshold`` (labelled 0).
@@ -66,7 +67,7 @@ class SliceSet:
 
     images: np.ndarray
     labels: np.ndarray
-    masks: np.ndarray
+    masks: np.ndarray | None
     case_ids: np.ndarray
     z: np.ndarray
     ambiguous: np.ndarray
@@ -310,7 +311,7 @@ def select_slices(run_dir: str | Path, modality: str, split: str,
 
 
 def load_slices(run_dir: str | Path, modality: str, split: str,
-                exclude_ambiguous: bool = False) -> SliceSet:
+                exclude_ambiguous: bool = False, with_masks: bool = True) -> SliceSet:
     """Load the kept slices of one split and one modality into memory.
 
     Args:
@@ -319,6 +320,10 @@ def load_slices(run_dir: str | Path, modality: str, split: str,
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
         exclude_ambiguous: drop slices with ``0 < tumour area <= threshold`` (REFERENCE_NOTES
             "Data": an option for training; evaluation keeps them).
+        with_masks: read the whole-tumour masks too (evaluation, figures). The weakly supervised
+            trainings pass False: they never open a mask file (``SliceSet.masks`` is then None;
+            tests/test_mask_access.py checks it). The training split's masks with images for the
+            fully supervised reference are :func:`read_training_masks_for_fully_supervised`.
 
     Returns:
         :class:`SliceSet`, ordered by case ID then z.
@@ -343,13 +348,38 @@ def load_slices(run_dir: str | Path, modality: str, split: str,
         images[start:start + stored_rows.size, 0] = read_case_images(
             run_dir, case_id, modality, stored_rows)
         start += stored_rows.size
-        masks = open_stored_array(run_dir / "slices" / case_id / "wt.npy", dtype=bool)
-        mask_parts.append(masks[stored_rows])
+        if with_masks:
+            mask_parts.append(read_stored_masks(run_dir, case_id, stored_rows))
     return SliceSet(images=images, labels=selected["label"].to_numpy(np.int64),
-                    masks=np.concatenate(mask_parts).astype(bool, copy=False),
+                    masks=np.concatenate(mask_parts).astype(bool, copy=False) if with_masks else None,
                     case_ids=selected["case_id"].to_numpy(str),
                     z=selected["z"].to_numpy(np.int64),
                     ambiguous=selected["ambiguous"].to_numpy(bool), modality=modality, split=split)
+
+
+def read_stored_masks(run_dir: str | Path, case_id: str, rows: np.ndarray) -> np.ndarray:
+    """The stored whole-tumour masks of one case (``RUN/slices/<case_id>/wt.npy``), rows ``rows``:
+    ``(K, H, W) bool``. The one place of the library that opens a mask file of the slice store
+    (evaluation, figures, and the fully supervised reference read through it; the weakly
+    supervised trainings never call it)."""
+    masks = open_stored_array(Path(run_dir) / "slices" / case_id / "wt.npy", dtype=bool)
+    return np.asarray(masks[np.asarray(rows)], dtype=bool)
+
+
+def read_training_masks_for_fully_supervised(run_dir: str | Path, modality: str,
+                                             exclude_ambiguous: bool = False) -> SliceSet:
+    """The TRAINING split's slices WITH their whole-tumour masks, for the fully supervised
+    reference row only (``unet_fsl``, :mod:`amecam_lib.baselines.unet_fsl`).
+
+    AME-CAM and every weakly supervised baseline learn from slice labels alone; the fully
+    supervised U-Net is the ceiling the paper compares them with (Table 1, "FSL") and is the one
+    method trained on masks. Its name says so, so that a reader (and a test) can see where masks
+    enter training: the training patients' masks, never the val or test patients'.
+
+    Returns:
+        :class:`SliceSet` of split ``"train"`` with ``masks`` ``(N, H, W) bool``.
+    """
+    return load_slices(run_dir, modality, "train", exclude_ambiguous=exclude_ambiguous, with_masks=True)
 
 
 def read_case_images(run_dir: str | Path, case_id: str, modality: str,

@@ -8,6 +8,7 @@ read and resume each other's checkpoints:
   pretrain      SupCon pretraining        phases.pretrain_supcon          -> RUN/<m>/pretrain/
   multi_exit    Eq. 1                     phases.train_multi_exit         -> RUN/<m>/multi_exit/
   aggregation   A over exits 1-4 and 2+3  aggregation.train_attention     -> RUN/<m>/aggregation*/
+  references    unet_fsl, avg_me_c2am     baselines.train_reference_networks -> RUN/<m>/unet_fsl/, c2am_head/
   evaluate      every CAM method, scores  evaluation.evaluate             -> RUN/results.csv ...
 
 Slice first, once, in one process (many cores: ``--workers``)::
@@ -40,7 +41,7 @@ from pathlib import Path
 from amecam_lib import distributed
 from amecam_lib.config import MODALITIES, PRESET_NAMES
 
-PHASES: tuple[str, ...] = ("pretrain", "multi_exit", "aggregation", "evaluate")
+PHASES: tuple[str, ...] = ("pretrain", "multi_exit", "aggregation", "references", "evaluate")
 """The phases, in the order they run."""
 
 
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modality", nargs="+", default=["flair"], choices=(*MODALITIES, "all"),
                         help="modalities to train, one model each, in turn (default flair; 'all': the four)")
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES),
-                        help="phases to run (default: all four, in order)")
+                        help="phases to run (default: all, in order)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="BraTS root the run was sliced from, for the 3-D scores (default: $AMECAM_DATA_DIR)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: GPU LOCAL_RANK)")
@@ -124,6 +125,10 @@ def run_phases(args: argparse.Namespace, context: distributed.Context) -> list[t
 
                 train_attention(args.run_dir, modality, preset, exits=(1, 2, 3, 4), device=device, progress=progress)
                 train_attention(args.run_dir, modality, preset, exits=(2, 3), device=device, progress=progress)
+            elif phase == "references":
+                from amecam_lib.baselines import train_reference_networks
+
+                train_reference_networks(args.run_dir, modality, preset, device=device, progress=progress)
             else:
                 from amecam_lib.evaluation import evaluate
 

@@ -13,10 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-from amecam_lib.cams import METHODS, CamMethods, polarity_check
+from amecam_lib.cams import METHODS, REGISTRY, CamMethods, polarity_check
 from amecam_lib.config import EvaluationConfig
 from amecam_lib.equations import fuse, normalise_maps
+from amecam_lib.baselines.unet_fsl import unet_network
 from amecam_lib.models.attention import AttentionNet
+from amecam_lib.models.c2am_head import ClassAgnosticHead
 from amecam_lib.models.multi_exit import ExitOutput, MultiExitResNet, upsample_maps
 
 SIZE = 32
@@ -27,7 +29,13 @@ def cams():
     torch.manual_seed(0)
     net = MultiExitResNet().eval()
     return CamMethods(net, AttentionNet(4).eval(), AttentionNet(2).eval(),
-                      EvaluationConfig(score_cam_batch_size=256))
+                      EvaluationConfig(score_cam_batch_size=256), references=tiny_references())
+
+
+def tiny_references() -> dict:
+    """Untrained reference networks: a tiny MONAI U-Net (unet_fsl) and C2AM's head (avg_me_c2am)."""
+    torch.manual_seed(2)
+    return {"unet_fsl": unet_network((2, 2, 2, 2, 2, 2)), "c2am_head": ClassAgnosticHead(256 + 512)}
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +80,13 @@ def test_intensity_is_the_normalised_slice(cams, images):
 def test_brain_restriction_applies_to_every_method(images):
     torch.manual_seed(0)
     restricted = CamMethods(MultiExitResNet().eval(), AttentionNet(4).eval(), AttentionNet(2).eval(),
-                            EvaluationConfig(restrict_to_brain=True))
+                            EvaluationConfig(restrict_to_brain=True), references=tiny_references())
     maps = restricted.compute(images, [m for m in METHODS if m != "score_cam"])
     outside = (images[:, 0] == 0).numpy()
     for name, cam in maps.items():
         assert (cam[outside] == 0).all(), name
+        if REGISTRY[name].network is not None:     # unet_fsl's probability, avg_me_c2am's (avg_me + P) / 2:
+            continue                               # in [0, 1] but not min-max normalised (the 0.5 decision)
         for index in range(len(cam)):     # normalised over the brain: min 0 and max 1 there (or constant 0:
             inside = cam[index][~outside[index]]    # exit 4 is 1 x 1 px at 32 px, all zeros after n(.))
             assert inside.min() == 0.0 and inside.max() in (0.0, pytest.approx(1.0, abs=1e-6)), name
@@ -200,10 +210,11 @@ def test_an_all_zero_slice_gives_empty_masks_for_every_method():
     for restrict in (False, True):
         config = EvaluationConfig(restrict_to_brain=restrict, score_cam_batch_size=512)
         cams = CamMethods(net, AttentionNet(4).eval(), AttentionNet(2).eval(), config)
-        maps = cams.compute(zero, methods=[m for m in METHODS if m != "score_cam"])
+        cam_methods = [m for m in METHODS if REGISTRY[m].network is None]    # min-max maps (not the references)
+        maps = cams.compute(zero, methods=[m for m in cam_methods if m != "score_cam"])
         if not restrict:                                              # (with it: an empty brain, zeros)
             maps |= cams.compute(np.zeros((1, 1, 64, 64), dtype=np.float32), methods=["score_cam"])
-        assert set(maps) == set(METHODS) - ({"score_cam"} if restrict else set())
+        assert set(maps) == set(cam_methods) - ({"score_cam"} if restrict else set())
         for name, cam in maps.items():
             assert float(np.abs(cam).max()) == 0.0, (name, restrict)
             masks = (crf_masks(cam, zero[:, :, :cam.shape[1], :cam.shape[2]], config, [(1.0, 1.0)])

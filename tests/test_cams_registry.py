@@ -7,12 +7,20 @@ import pytest
 from amecam_lib.cams.base import CamMethod
 from amecam_lib.cams.exits import EXIT_MAPS
 from amecam_lib.cams.gradient_pass import GRADIENTS
-from amecam_lib.cams.registry import CRF_METHODS, GRADIENT_METHODS, METHODS, REGISTRY, get_method
+from amecam_lib.cams.registry import (CRF_METHODS, GRADIENT_METHODS, METHODS, REGISTRY, SUPERVISION, get_method,
+                                      reference_networks)
 
 
 def test_the_stable_names_in_table_order():
     assert METHODS == ("ame_cam_crf", "ame_cam", "avg_me", "m_f", "exit1", "exit2", "exit3", "exit4", "exit2_3",
-                       "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "intensity")
+                       "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "intensity", "avg_me_c2am", "unet_fsl")
+
+
+def test_paper_types_and_reference_networks():
+    assert SUPERVISION["unet_fsl"] == "FSL" and SUPERVISION["intensity"] == "UL"
+    assert {name for name, kind in SUPERVISION.items() if kind == "WSSS"} == set(METHODS) - {"unet_fsl", "intensity"}
+    assert reference_networks(["ame_cam", "grad_cam"]) == set()
+    assert reference_networks(["unet_fsl", "avg_me_c2am", "bogus"]) == {"unet_fsl", "c2am_head"}
 
 
 def test_each_name_is_a_method_of_that_name():
@@ -25,7 +33,7 @@ def test_each_name_is_a_method_of_that_name():
 
 def test_shared_passes_are_declared_not_dispatched_by_name():
     assert {n for n, m in REGISTRY.items() if m.shared_pass is EXIT_MAPS} == \
-        {"ame_cam_crf", "ame_cam", "avg_me", "m_f", "exit1", "exit2", "exit3", "exit4", "exit2_3"}
+        {"ame_cam_crf", "ame_cam", "avg_me", "m_f", "exit1", "exit2", "exit3", "exit4", "exit2_3", "avg_me_c2am"}
     assert GRADIENT_METHODS == ("grad_cam", "layer_cam", "layer_cam_last")
     assert get_method("score_cam").shared_pass is None and get_method("intensity").shared_pass is None
     assert get_method("grad_cam").shared_pass is GRADIENTS

@@ -39,6 +39,7 @@ import torch
 from _distributed_worker import equivalence_fit, equivalence_network
 from _tiny_run import tiny_preset, tiny_run
 from amecam_lib.aggregation import train_attention
+from amecam_lib.baselines import train_reference_networks
 from amecam_lib.evaluation import evaluate
 from amecam_lib.training import load_checkpoint
 
@@ -89,6 +90,7 @@ def two_processes(tmp_path_factory, one_thread_module):
     preset = tiny_preset()
     for exits in ((1, 2, 3, 4), (2, 3)):
         train_attention(run, "flair", preset, exits=exits, device="cpu", progress=False)
+    train_reference_networks(run, "flair", preset, device="cpu", progress=False)   # unet_fsl, avg_me_c2am
     shutil.copytree(run, root / "run_two")
     out = root / "out"
     out.mkdir()

@@ -12,13 +12,16 @@ pytorch-grad-cam)::
     grad_cam.py       grad_cam: Grad-CAM, last stage
     layer_cam.py      layer_cam (four stages, the LayerCAM paper's fusion), layer_cam_last
     score_cam.py      score_cam: Score-CAM, last stage
-    intensity.py      intensity: the slice itself, min-max normalised (no network)
+    intensity.py      intensity: the slice itself, min-max normalised (no network; type UL)
+    avg_me_c2am.py    avg_me_c2am: avg_me refined by C2AM's class-agnostic map  (Table 2, "Avg. ME + C2AM")
+    unet_fsl.py       unet_fsl: a fully supervised U-Net's probability, the ceiling (Table 1, FSL)
     registry.py       name -> method object; METHODS, CRF_METHODS
     polarity.py       polarity_check: a label-free check of each map's polarity
 
 Names (stable; used in ``results.csv``): ``ame_cam_crf`` (the ``ame_cam`` map; the evaluation
 refines its mask with DenseCRF), ``ame_cam``, ``avg_me``, ``m_f``, ``exit1``..``exit4``, ``exit2_3``,
-``grad_cam``, ``layer_cam``, ``layer_cam_last``, ``score_cam``, ``intensity``. The baselines run
+``grad_cam``, ``layer_cam``, ``layer_cam_last``, ``score_cam``, ``intensity``, ``avg_me_c2am``,
+``unet_fsl`` (each method's paper type, WSSS / UL / FSL: :data:`SUPERVISION`). The baselines run
 through pytorch-grad-cam on a wrapper returning the tumour logit of exit 4 (the classifier's last
 exit), target ``ClassifierOutputTarget(0)``.
 
@@ -41,6 +44,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from amecam_lib.cams.ame_cam import ALL_EXITS, EXITS_2_3
 from amecam_lib.cams.base import CamBatch, CamMethod, CamNetworks, SharedPass, check_attention_normalisation
@@ -48,7 +52,7 @@ from amecam_lib.cams.exits import EXIT_MAPS
 from amecam_lib.cams.layer_cam import LAYER_CAM_GAMMA, PaperLayerCAM
 from amecam_lib.cams.polarity import PolarityReport, polarity_check
 from amecam_lib.cams.registry import (AME_METHODS, BASELINE_METHODS, CRF_METHODS, GRADIENT_METHODS, METHODS,
-                                      REGISTRY, attention_exits, get_method)
+                                      REGISTRY, SUPERVISION, attention_exits, get_method, reference_networks)
 from amecam_lib.config import EvaluationConfig
 from amecam_lib.equations import fuse
 from amecam_lib.models.attention import AttentionNet
@@ -56,8 +60,8 @@ from amecam_lib.models.multi_exit import MultiExitResNet
 
 __all__ = ["ALL_EXITS", "AME_METHODS", "BASELINE_METHODS", "CRF_METHODS", "EXITS_2_3", "GRADIENT_METHODS",
            "LAYER_CAM_GAMMA", "METHODS", "REGISTRY", "CamBatch", "CamMethod", "CamMethods", "CamNetworks",
-           "PaperLayerCAM", "PolarityReport", "SharedPass", "attention_exits", "check_attention_normalisation",
-           "get_method", "polarity_check"]
+           "PaperLayerCAM", "PolarityReport", "SUPERVISION", "SharedPass", "attention_exits",
+           "check_attention_normalisation", "get_method", "polarity_check", "reference_networks"]
 
 
 class CamMethods:
@@ -68,6 +72,8 @@ class CamMethods:
         attention: :class:`AttentionNet` over exits 1-4 (needed for ``ame_cam``/``ame_cam_crf``).
         attention_2_3: :class:`AttentionNet` over exits 2 and 3 (needed for ``exit2_3``).
         eval_config: ``EvaluationConfig`` (``restrict_to_brain``, ``score_cam_batch_size``).
+        references: the trained reference networks by name (``"unet_fsl"`` for ``unet_fsl``,
+            ``"c2am_head"`` for ``avg_me_c2am``; :func:`amecam_lib.baselines.load_reference_networks`).
 
     Raises:
         ValueError: an attention network trained with another n(.) than
@@ -80,10 +86,11 @@ class CamMethods:
     """
 
     def __init__(self, model: MultiExitResNet, attention: AttentionNet | None = None,
-                 attention_2_3: AttentionNet | None = None, eval_config: EvaluationConfig | None = None):
+                 attention_2_3: AttentionNet | None = None, eval_config: EvaluationConfig | None = None,
+                 references: dict[str, nn.Module | None] | None = None):
         self.config = eval_config if eval_config is not None else EvaluationConfig()
         self.networks = CamNetworks(model, {ALL_EXITS: attention, EXITS_2_3: attention_2_3},
-                                    score_cam_batch_size=self.config.score_cam_batch_size)
+                                    score_cam_batch_size=self.config.score_cam_batch_size, references=references)
         self.model = self.networks.model
         self.device = self.networks.device
         self.attention = self.networks.attentions.get(ALL_EXITS)

@@ -40,15 +40,18 @@ class CamNetworks:
             An ``nn.Module`` is moved to the model's device and put in eval mode; any other callable
             (``equations.AttentionFunction``) is used as it is.
         score_cam_batch_size: masked slices per forward in Score-CAM's channel scoring (speed only).
+        references: other trained networks by name, for the reference rows: ``"unet_fsl"`` (the
+            fully supervised U-Net), ``"c2am_head"`` (C2AM's class-agnostic head); ``None``
+            values are skipped. Moved to the model's device, eval mode.
 
     Attributes:
         model, device (the model's), tumour_logit (:class:`ExitLogit` of exit 4, the classifier's
-        output: ``(B, 1)``, what the gradient baselines explain), score_cam_batch_size.
+        output: ``(B, 1)``, what the gradient baselines explain), score_cam_batch_size, references.
     """
 
     def __init__(self, model: MultiExitResNet,
                  attentions: Mapping[tuple[int, ...], AttentionFunction | None] | None = None,
-                 score_cam_batch_size: int = 128):
+                 score_cam_batch_size: int = 128, references: Mapping[str, nn.Module | None] | None = None):
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.attentions: dict[tuple[int, ...], AttentionFunction] = {
@@ -56,6 +59,20 @@ class CamNetworks:
             for exits, attention in (attentions or {}).items() if attention is not None}
         self.tumour_logit = ExitLogit(model, exit_index=N_EXITS).eval()
         self.score_cam_batch_size = int(score_cam_batch_size)
+        self.references: dict[str, nn.Module] = {
+            name: network.to(self.device).eval() if isinstance(network, nn.Module) else network
+            for name, network in (references or {}).items() if network is not None}
+
+    def reference(self, name: str) -> nn.Module:
+        """The trained reference network ``name`` (``"unet_fsl"``, ``"c2am_head"``).
+
+        Raises:
+            ValueError: none was given (the message says which phase trains it).
+        """
+        if name not in self.references:
+            raise ValueError(f"no {name!r} network was given; train it first (notebook 05: "
+                             f"amecam_lib.baselines.train_reference_networks) and pass it as references={{{name!r}: ...}}")
+        return self.references[name]
 
     def attention(self, exits: Sequence[int], restrict_to_brain: bool | None = None) -> AttentionFunction:
         """The attention network over ``exits``.
@@ -190,10 +207,15 @@ class CamMethod:
 
     Subclasses set :attr:`name` (the stable name used in ``results.csv``) and, when they share
     work with other methods, :attr:`shared_pass`; they implement :meth:`__call__`.
+    :attr:`supervision` is the paper's Table 1 type: ``"WSSS"`` (slice labels), ``"UL"`` (no label)
+    or ``"FSL"`` (trained on masks); :attr:`network` names a trained reference network the method
+    needs beside the classifier (:meth:`CamNetworks.reference`), or None.
     """
 
     name: str = ""
     shared_pass: SharedPass | None = None
+    supervision: str = "WSSS"
+    network: str | None = None
 
     def __call__(self, batch: CamBatch) -> torch.Tensor:
         """The method's maps for the batch's slices: ``(B, H, W) float32`` in [0, 1].

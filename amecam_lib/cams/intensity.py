@@ -15,6 +15,7 @@ class Intensity(CamMethod):
     restricts maps to the brain), ``(B, H, W)`` in [0, 1]."""
 
     name = "intensity"
+    supervision = "UL"        # no network, no label: a floor, like the paper's UL row
 
     def __call__(self, batch: CamBatch) -> torch.Tensor:
         return batch.normalise(batch.images[:, 0])

@@ -1,4 +1,5 @@
-"""Every CAM method by its stable name (the names used in ``results.csv``).
+"""Every CAM method by its stable name (the names used in ``results.csv``), and the reference rows
+beside them (``avg_me_c2am``, paper Table 2; ``unet_fsl``, the fully supervised ceiling of Table 1).
 
 ``ame_cam_crf`` is the ``ame_cam`` method object itself: its map is the AME-CAM map, and the
 evaluation turns it into a mask with DenseCRF instead of a threshold (:data:`CRF_METHODS`).
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from amecam_lib.cams.ame_cam import ALL_EXITS, EXITS_2_3, AmeCam
 from amecam_lib.cams.avg_me import AverageExits
+from amecam_lib.cams.avg_me_c2am import AverageExitsC2am
 from amecam_lib.cams.base import CamMethod
 from amecam_lib.cams.exits import EXIT_MAPS, ExitMap
 from amecam_lib.cams.grad_cam import GradCam
@@ -17,6 +19,7 @@ from amecam_lib.cams.intensity import Intensity
 from amecam_lib.cams.layer_cam import LayerCam, LayerCamLast
 from amecam_lib.cams.m_f import FusedMap
 from amecam_lib.cams.score_cam import ScoreCam
+from amecam_lib.cams.unet_fsl import UnetFsl
 
 _AME_CAM = AmeCam("ame_cam", exits=ALL_EXITS)
 
@@ -35,6 +38,8 @@ REGISTRY: dict[str, CamMethod] = {
     "layer_cam_last": LayerCamLast(),
     "score_cam": ScoreCam(),
     "intensity": Intensity(),
+    "avg_me_c2am": AverageExitsC2am(),
+    "unet_fsl": UnetFsl(),
 }
 """name -> method object (call it on a :class:`~amecam_lib.cams.base.CamBatch`)."""
 
@@ -43,12 +48,25 @@ METHODS: tuple[str, ...] = tuple(REGISTRY)
 CRF_METHODS: dict[str, str] = {"ame_cam_crf": "ame_cam"}
 """Mask-level methods -> the CAM they refine with DenseCRF (the same method object)."""
 AME_METHODS: tuple[str, ...] = tuple(name for name, method in REGISTRY.items()
-                                     if method.shared_pass is EXIT_MAPS and name not in CRF_METHODS)
+                                     if method.shared_pass is EXIT_MAPS and name not in CRF_METHODS
+                                     and method.network is None)
 """AME-CAM and its ablations: the methods built on the exit maps."""
 GRADIENT_METHODS: tuple[str, ...] = tuple(name for name, method in REGISTRY.items() if method.shared_pass is GRADIENTS)
 """Baselines computed from one shared forward + backward pass."""
 BASELINE_METHODS: tuple[str, ...] = (*GRADIENT_METHODS, "score_cam")
 """The pytorch-grad-cam baselines."""
+
+
+SUPERVISION: dict[str, str] = {name: method.supervision for name, method in REGISTRY.items()}
+"""name -> the paper's Table 1 type: ``"WSSS"`` (slice labels), ``"UL"`` (no label: ``intensity``),
+``"FSL"`` (trained on masks: ``unet_fsl``, the ceiling)."""
+
+
+def reference_networks(names) -> set[str]:
+    """The trained reference networks (beyond the classifier and the attention networks) that the
+    methods ``names`` need, e.g. ``{"unet_fsl"}`` for ``("ame_cam", "unet_fsl")``. Unknown names
+    are ignored."""
+    return {REGISTRY[name].network for name in names if name in REGISTRY and REGISTRY[name].network is not None}
 
 
 def attention_exits(names) -> set[tuple[int, ...]]:

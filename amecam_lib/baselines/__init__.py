@@ -1,0 +1,57 @@
+"""Reference rows that need a training of their own, beside AME-CAM's phases (notebook 05):
+
+    unet_fsl.py     the fully supervised ceiling: MONAI's BasicUNet on the training patients' masks
+                    (paper Table 1, FSL, Opt. U-net; Futrega et al. 2021)
+    c2am_refine.py  C2AM's class-agnostic head for "Avg. ME + C2AM" (paper Table 2; Xie et al. 2022)
+
+Their maps are CAM methods like the others (:mod:`amecam_lib.cams.unet_fsl`,
+:mod:`amecam_lib.cams.avg_me_c2am`); this package trains and loads the networks they read.
+:func:`train_reference_networks` trains what a list of methods needs; :func:`load_reference_networks`
+loads it for :class:`~amecam_lib.cams.CamMethods` (``references=``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from amecam_lib.cams import CRF_METHODS, reference_networks
+from amecam_lib.config import Preset
+
+__all__ = ["load_reference_networks", "train_reference_networks"]
+
+
+def _phases():
+    from amecam_lib.baselines.c2am_refine import load_c2am_head, train_c2am_head
+    from amecam_lib.baselines.unet_fsl import load_unet_fsl, train_unet_fsl
+
+    return {"unet_fsl": (train_unet_fsl, load_unet_fsl), "c2am_head": (train_c2am_head, load_c2am_head)}
+
+
+def _needed(methods: Sequence[str]) -> list[str]:
+    names = reference_networks(CRF_METHODS.get(method, method) for method in methods)
+    return [name for name in ("c2am_head", "unet_fsl") if name in names]
+
+
+def train_reference_networks(run_dir: str | Path, modality: str, preset: Preset, methods: Sequence[str] | None = None,
+                             device: str | None = None, progress: bool = True) -> dict:
+    """Train (or resume, or find finished) every reference network that ``methods`` need
+    (default ``preset.evaluation.methods``): ``{name: History}``."""
+    methods = preset.evaluation.methods if methods is None else methods
+    phases = _phases()
+    return {name: phases[name][0](run_dir, modality, preset, device=device, progress=progress)
+            for name in _needed(methods)}
+
+
+def load_reference_networks(run_dir: str | Path, modality: str, methods: Sequence[str],
+                            device: str | torch.device = "cpu") -> dict[str, nn.Module]:
+    """The trained reference networks that ``methods`` need, by name (``CamMethods(references=...)``).
+
+    Raises:
+        FileNotFoundError: one of them is not trained yet (:func:`train_reference_networks`).
+    """
+    phases = _phases()
+    return {name: phases[name][1](run_dir, modality, device=device) for name in _needed(methods)}
