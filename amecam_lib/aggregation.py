@@ -77,7 +77,7 @@ from amecam_lib.phases import (checkpoint_data_config, fit_compute_settings, ima
                                load_multi_exit, phase_dir, training_loader)
 from amecam_lib.slices import SliceDataset, load_slices
 from amecam_lib.fingerprints import tensors_sha256
-from amecam_lib.training import History, fit, load_checkpoint
+from amecam_lib.training import BesideFrozenClassifier, History, fit, load_checkpoint
 
 FEATURE_CHOICES = ("pixels", "encoder")
 POOL_REGION_CHOICES = ("slice", "brain")
@@ -221,27 +221,10 @@ def aggregation_dir(run_dir: str | Path, modality: str, exits: Sequence[int] = A
     return phase_dir(run_dir, modality, name)
 
 
-class _AttentionWithFrozenClassifier(torch.nn.Module):
-    """A (trainable) beside the frozen classifier, so that ``fit`` moves both to the device while
-    the classifier stays in eval mode and out of the optimiser."""
+class _AttentionWithFrozenClassifier(BesideFrozenClassifier):
+    """A (trainable) beside the frozen classifier; checkpoints hold A only."""
 
-    def __init__(self, attention: AttentionNet, classifier: MultiExitResNet):
-        super().__init__()
-        self.attention = attention
-        self.classifier = classifier
-        for parameter in self.classifier.parameters():
-            parameter.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.classifier.eval()
-        return self
-
-    def state_dict(self, *args, **kwargs):  # checkpoints hold A only
-        return self.attention.state_dict(*args, **kwargs)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        return self.attention.load_state_dict(state_dict, strict=strict, assign=assign)
+    trainable_attribute = "attention"
 
 
 def aggregation_step(wrapper_model: torch.nn.Module, images: torch.Tensor,

@@ -284,6 +284,37 @@ def fit(model: nn.Module, *, train_step: TrainStep, train_loader: Iterable, epoc
     return history
 
 
+class BesideFrozenClassifier(nn.Module):
+    """A trainable network beside a frozen classifier, as one module for :func:`fit`: ``fit`` moves
+    both to the device, the classifier stays in eval mode (its BatchNorm statistics unchanged) and
+    out of the optimiser, and checkpoints hold the trainable network only. Subclasses name the
+    trainable network's attribute in ``trainable_attribute`` (e.g. ``"attention"``)."""
+
+    trainable_attribute = "trainable"
+
+    def __init__(self, trainable: nn.Module, classifier: nn.Module):
+        super().__init__()
+        setattr(self, self.trainable_attribute, trainable)
+        self.classifier = classifier
+        for parameter in self.classifier.parameters():
+            parameter.requires_grad_(False)
+
+    @property
+    def trainable(self) -> nn.Module:
+        return getattr(self, self.trainable_attribute)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.classifier.eval()
+        return self
+
+    def state_dict(self, *args, **kwargs):
+        return self.trainable.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return self.trainable.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
 def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
                       scaler: "torch.amp.GradScaler | None" = None) -> None:
     """One optimiser step from a scalar ``loss``: backward, then ``optimizer.step()``; with a

@@ -39,33 +39,16 @@ from amecam_lib.models.c2am_head import ClassAgnosticHead, border_mean, head_fea
 from amecam_lib.models.multi_exit import MultiExitResNet
 from amecam_lib.phases import (checkpoint_data_config, fit_compute_settings, image_batch, lazy_slices,
                                load_multi_exit, phase_dir, training_loader, training_slices)
-from amecam_lib.training import History, fit, load_checkpoint
+from amecam_lib.training import BesideFrozenClassifier, History, fit, load_checkpoint
 
 PHASE = "c2am_head"
 """The phase folder: ``RUN/<modality>/c2am_head/``."""
 
 
-class _HeadWithFrozenClassifier(torch.nn.Module):
-    """The head (trained) beside the frozen classifier (eval mode, out of the optimiser); checkpoints
-    hold the head only."""
+class _HeadWithFrozenClassifier(BesideFrozenClassifier):
+    """The head (trained) beside the frozen classifier; checkpoints hold the head only."""
 
-    def __init__(self, head: ClassAgnosticHead, classifier: MultiExitResNet):
-        super().__init__()
-        self.head = head
-        self.classifier = classifier
-        for parameter in self.classifier.parameters():
-            parameter.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.classifier.eval()
-        return self
-
-    def state_dict(self, *args, **kwargs):
-        return self.head.state_dict(*args, **kwargs)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        return self.head.load_state_dict(state_dict, strict=strict, assign=assign)
+    trainable_attribute = "head"
 
 
 @torch.no_grad()
