@@ -96,8 +96,7 @@ from amecam_lib.fingerprints import file_sha256
 from amecam_lib.progress import tqdm
 from amecam_lib.releases import BratsDataError
 from amecam_lib.splits import make_split, read_split, read_split_file, write_split
-from amecam_lib.volumes import (CaseFiles, UnreadableCase, UnreadableCasesError, check_some_cases, load_case,
-                                scan_cases)
+from amecam_lib.volumes import CaseFiles, UnreadableCase, load_case, scan_cases, usable_cases
 
 SLICE_FORMAT = 3
 """Version of the per-case storage layout (3: ``uint16`` codes of ``(H, W)`` slices, resampled or
@@ -378,12 +377,7 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
     if out_dir.exists() and not out_dir.is_dir():
         raise BratsDataError(f"run folder {out_dir} is a file, not a folder")
     scan = scan_cases(data_dir)
-    if scan.unreadable and not skip_unreadable:
-        raise UnreadableCasesError(scan.unreadable_message(skipped=False))
-    if scan.unreadable:
-        warnings.warn(scan.unreadable_message(skipped=True), stacklevel=2)
-    check_some_cases(scan)
-    cases = scan.cases
+    cases = usable_cases(scan, skip_unreadable=skip_unreadable)
     case_ids = [case.case_id for case in cases]
     if split_file is not None:
         assignment = read_split_file(split_file, case_ids)

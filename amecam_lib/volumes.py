@@ -217,11 +217,19 @@ def find_cases(data_dir: str | Path, *, skip_unreadable: bool = False) -> list[C
             :mod:`amecam_lib.releases`); the warning names the file used. With
             ``skip_unreadable``, the folders skipped.
     """
-    scan = scan_cases(data_dir)
+    return usable_cases(scan_cases(data_dir), skip_unreadable=skip_unreadable)
+
+
+def usable_cases(scan, *, skip_unreadable: bool = False) -> list[CaseFiles]:
+    """The readable cases of a :func:`scan_cases` result, the rule :func:`find_cases` and
+    :func:`amecam_lib.slicing.slice_dataset` share: unreadable folders stop the run
+    (:class:`UnreadableCasesError` listing each) unless ``skip_unreadable``, which warns and names
+    them; no readable case at all is an error (:func:`check_some_cases`). The warning points at the
+    caller of the public function (``stacklevel=3``)."""
     if scan.unreadable and not skip_unreadable:
         raise UnreadableCasesError(scan.unreadable_message(skipped=False))
     if scan.unreadable:
-        warnings.warn(scan.unreadable_message(skipped=True), stacklevel=2)
+        warnings.warn(scan.unreadable_message(skipped=True), stacklevel=3)
     check_some_cases(scan)
     return scan.cases
 
