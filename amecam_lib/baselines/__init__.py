@@ -21,19 +21,30 @@ from torch import nn
 from amecam_lib.cams import CRF_METHODS, reference_networks
 from amecam_lib.config import Preset
 
-__all__ = ["load_reference_networks", "train_reference_networks"]
+__all__ = ["REFERENCE_PHASES", "load_reference_networks", "train_reference_networks"]
+
+
+# name -> the module that trains and loads it (``train_<name>`` / ``load_<name>`` in
+# ``amecam_lib.baselines.<module>``), in the order they are trained. One line per reference network.
+REFERENCE_PHASES: dict[str, tuple[str, str, str]] = {
+    "c2am_head": ("c2am_refine", "train_c2am_head", "load_c2am_head"),
+    "unet_fsl": ("unet_fsl", "train_unet_fsl", "load_unet_fsl"),
+}
 
 
 def _phases():
-    from amecam_lib.baselines.c2am_refine import load_c2am_head, train_c2am_head
-    from amecam_lib.baselines.unet_fsl import load_unet_fsl, train_unet_fsl
+    import importlib
 
-    return {"unet_fsl": (train_unet_fsl, load_unet_fsl), "c2am_head": (train_c2am_head, load_c2am_head)}
+    phases = {}
+    for name, (module, train, load) in REFERENCE_PHASES.items():
+        loaded = importlib.import_module(f"amecam_lib.baselines.{module}")
+        phases[name] = (getattr(loaded, train), getattr(loaded, load))
+    return phases
 
 
 def _needed(methods: Sequence[str]) -> list[str]:
     names = reference_networks(CRF_METHODS.get(method, method) for method in methods)
-    return [name for name in ("c2am_head", "unet_fsl") if name in names]
+    return [name for name in REFERENCE_PHASES if name in names]
 
 
 def train_reference_networks(run_dir: str | Path, modality: str, preset: Preset, methods: Sequence[str] | None = None,
