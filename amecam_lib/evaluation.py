@@ -18,8 +18,9 @@ Protocol (REFERENCE_NOTES "Inference and evaluation"):
   here; the NIfTI export on the original grid counts it as missed);
 - on the test slices labelled normal (label 0): the false-positive area, the fraction of the
   slice predicted tumour (0 is perfect);
-- with ``EvaluationConfig.gate_by_prediction`` (label-free, every method alike): the mask of every
-  slice the classifier itself calls normal (exit-4 tumour probability < 0.5) is emptied;
+- with ``EvaluationConfig.gate_by_prediction`` (label-free, every method alike but the segmentation
+  networks of their own, ``CamMethod.gated`` False: ``unet_fsl``): the mask of every slice the
+  classifier itself calls normal (exit-4 tumour probability < 0.5) is emptied;
 - seconds per slice of each method (map + mask, on this machine; a pass shared by several methods,
   e.g. the exit maps, is counted in full for each of them: the cost of the method on its own);
 - ``evaluate(..., split="val", write=False)`` scores the val patients instead, to choose settings
@@ -67,7 +68,7 @@ from amecam_lib import distributed
 from amecam_lib.aggregation import ALL_EXITS, load_attention
 from amecam_lib.atomic import atomic_path, write_text
 from amecam_lib.baselines import load_reference_networks
-from amecam_lib.cams import CRF_METHODS, EXITS_2_3, METHODS, SUPERVISION, CamMethods, attention_exits
+from amecam_lib.cams import CRF_METHODS, EXITS_2_3, METHODS, SUPERVISION, CamMethods, attention_exits, get_method
 from amecam_lib.config import EvaluationConfig, Preset
 from amecam_lib.crf import dense_crf_from_config
 from amecam_lib.device import pick_device
@@ -485,7 +486,7 @@ def evaluate(run_dir: str | Path, modality: str, preset: Preset, methods: Sequen
                                      [spacing[case_id] for case_id in slices.case_ids[mine]])
         else:
             method_masks = threshold_masks(method_maps, config.threshold)
-        if predicted_normal is not None:
+        if predicted_normal is not None and get_method(source).gated:
             method_masks = method_masks & ~predicted_normal[mine][:, None, None]
         elapsed += time.perf_counter() - started
         method_scores = score_slices(method, method_masks, slices, mine, spacing, config.hd95_empty)

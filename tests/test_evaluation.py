@@ -180,19 +180,59 @@ def test_val_split_is_never_written(tmp_path):
         evaluate(tmp_path, "flair", get_preset("smoke"), split="train")
 
 
-@pytest.mark.slow
-def test_gating_by_prediction_empties_masks_of_slices_called_normal(trained_run):
-    run, preset, _ = trained_run
-    methods = ["exit1", "intensity"]
-    plain = evaluate(run, "flair", preset, methods=methods, device="cpu", progress=False, write=False)
-    gated = evaluate(run, "flair", preset.with_overrides(gate_by_prediction=True), methods=methods,
-                     device="cpu", progress=False, write=False)
+@pytest.fixture(scope="module")
+def half_called_normal_run(trained_run, tmp_path_factory):
+    """``trained_run`` with exit 4's bias moved so that the classifier calls about half of the test
+    slices normal (the briefly trained one calls none normal, which would leave the gate untested).
+    Returns (run, preset, called_normal) with ``called_normal`` computed here from the logits."""
+    source, preset, _ = trained_run
+    run = tmp_path_factory.mktemp("half_normal_run")
+    for item in source.iterdir():
+        if item.name != "flair":
+            (run / item.name).symlink_to(item)
+    (run / "flair").mkdir()
+    for item in (source / "flair").iterdir():
+        if item.name != "multi_exit":
+            (run / "flair" / item.name).symlink_to(item)
+    shutil.copytree(source / "flair" / "multi_exit", run / "flair" / "multi_exit")
+    images = torch.from_numpy(load_slices(run, "flair", "test", with_masks=False).images)
     model = load_multi_exit(run, "flair", "best", device="cpu")
     with torch.no_grad():
-        called_normal = torch.sigmoid(model(torch.from_numpy(plain.slices.images)).logits[:, 3]).numpy() < 0.5
+        logits = model(images).logits[:, 3]
+    checkpoint = torch.load(run / "flair" / "multi_exit" / "best.pt", weights_only=False)
+    checkpoint["model"]["exits.3.bias"] = checkpoint["model"]["exits.3.bias"] - float(logits.median()) - 1e-4
+    torch.save(checkpoint, run / "flair" / "multi_exit" / "best.pt")
+    model = load_multi_exit(run, "flair", "best", device="cpu")
+    with torch.no_grad():
+        called_normal = torch.sigmoid(model(images).logits[:, 3]).numpy() < 0.5
+    assert 0 < called_normal.sum() < len(called_normal)
+    return run, preset, called_normal
+
+
+@pytest.mark.slow
+def test_gating_by_prediction_empties_masks_of_slices_called_normal(half_called_normal_run):
+    """Threshold 0: every mask is the whole slice, so the gate's effect is exactly the slices called normal."""
+    run, preset, called_normal = half_called_normal_run
+    methods = ["exit1", "intensity"]
+    everything = preset.with_overrides(threshold=0.0)
+    plain = evaluate(run, "flair", everything, methods=methods, device="cpu", progress=False, write=False)
+    gated = evaluate(run, "flair", everything.with_overrides(gate_by_prediction=True), methods=methods,
+                     device="cpu", progress=False, write=False)
     for method in methods:
+        assert plain.masks[method].all()
         assert not gated.masks[method][called_normal].any()
-        np.testing.assert_array_equal(gated.masks[method][~called_normal], plain.masks[method][~called_normal])
+        assert gated.masks[method][~called_normal].all()
+
+
+@pytest.mark.slow
+def test_the_gate_leaves_the_reference_segmenters_alone(half_called_normal_run):
+    """unet_fsl segments with a network of its own: the multi-exit classifier's gate must not empty
+    its masks (its row would inherit the weak classifier's misses)."""
+    run, preset, called_normal = half_called_normal_run
+    everything = preset.with_overrides(threshold=0.0)
+    gated = evaluate(run, "flair", everything.with_overrides(gate_by_prediction=True), methods=["unet_fsl"],
+                     device="cpu", progress=False, write=False)
+    assert gated.masks["unet_fsl"].all()
 
 
 # --- per-patient 3-D scores on a hand-made run ---------------------------------------------------------

@@ -209,13 +209,18 @@ class CamMethod:
     work with other methods, :attr:`shared_pass`; they implement :meth:`__call__`.
     :attr:`supervision` is the paper's Table 1 type: ``"WSSS"`` (slice labels), ``"UL"`` (no label)
     or ``"FSL"`` (trained on masks); :attr:`network` names a trained reference network the method
-    needs beside the classifier (:meth:`CamNetworks.reference`), or None.
+    needs beside the classifier (:meth:`CamNetworks.reference`), or None. :attr:`gated`: whether
+    ``EvaluationConfig.gate_by_prediction`` (empty the mask of a slice the multi-exit classifier
+    calls normal) applies to the method; False for a segmentation network of its own that does not
+    use the classifier (``unet_fsl``), so that the reference row does not inherit the weakly
+    supervised classifier's mistakes.
     """
 
     name: str = ""
     shared_pass: SharedPass | None = None
     supervision: str = "WSSS"
     network: str | None = None
+    gated: bool = True
 
     def __call__(self, batch: CamBatch) -> torch.Tensor:
         """The method's maps for the batch's slices: ``(B, H, W) float32`` in [0, 1].

@@ -3,8 +3,10 @@
 
 Not a CAM: a U-Net (MONAI's ``BasicUNet``, trained by :mod:`amecam_lib.baselines.unet_fsl` on the
 training patients' whole-tumour masks) whose sigmoid output is the map. It goes through the same
-threshold (0.5, i.e. logit >= 0), gating and scores as every CAM, so its row is the ceiling the
-weakly supervised rows are read against. Its probability is used as it is (no min-max: that would
+threshold (0.5, i.e. logit >= 0) and scores as every CAM, so its row is the ceiling the weakly
+supervised rows are read against; the evaluation's gate by the multi-exit classifier
+(``gate_by_prediction``) is not applied to it (:attr:`~amecam_lib.cams.base.CamMethod.gated`): a
+reference that inherits the weak classifier's misses is no longer the fully supervised ceiling. Its probability is used as it is (no min-max: that would
 move the 0.5 threshold); with ``restrict_to_brain`` it is 0 outside the brain, as every map.
 """
 
@@ -25,6 +27,7 @@ class UnetFsl(CamMethod):
     name = "unet_fsl"
     supervision = "FSL"
     network = UNET_FSL
+    gated = False          # its own segmenter: the weakly supervised classifier's gate is not applied
 
     @torch.no_grad()
     def __call__(self, batch: CamBatch) -> torch.Tensor:
