@@ -15,8 +15,8 @@ from torch import nn
 
 from _hand_nets import FixedExitsNet
 from _tiny_run import one_thread, tiny_preset, tiny_run  # noqa: F401  (fixture)
-from amecam_lib.baselines.unet_fsl import (brain_zscore, load_unet_fsl, random_flips, random_patch, train_unet_fsl,
-                                         unet_network)
+from amecam_lib.baselines.unet_fsl import (brain_zscore, load_unet_fsl, random_flips, random_intensity, random_patch,
+                                         train_unet_fsl, unet_network)
 from amecam_lib.cams.base import CamBatch, CamNetworks
 from amecam_lib.cams.unet_fsl import UnetFsl
 
@@ -123,3 +123,15 @@ def test_tumour_centred_patches_hold_the_tumour():
     for _ in range(5):
         _, patch = random_patch(masks.clone(), masks, (8, 8), tumour_fraction=1.0)
         assert patch.shape == (2, 1, 8, 8) and patch.sum() == 1.0
+
+
+def test_intensity_augmentation_changes_the_brain_only():
+    images = torch.tensor([[[[0.0, 1.0], [-2.0, 0.0]]], [[[3.0, 0.0], [0.0, 0.5]]]])
+    fixed = random_intensity(images, scale=(2.0, 2.0), shift=(1.0, 1.0), noise_std=(0.0, 0.0))
+    expected = torch.tensor([[[[0.0, 3.0], [-3.0, 0.0]]], [[[7.0, 0.0], [0.0, 2.0]]]])     # 2 x + 1 in the brain
+    assert torch.equal(fixed, expected)
+    torch.manual_seed(0)
+    noisy = random_intensity(torch.ones(64, 1, 8, 8).index_fill(3, torch.tensor([0]), 0.0))
+    assert (noisy[..., 0] == 0).all()                                   # the air column stays 0
+    factors = noisy[..., 1:].mean(dim=(1, 2, 3))                        # 1 * scale + shift, noise averaged
+    assert 0.65 - 0.3 - 0.1 < factors.min() and factors.max() < 1.5 + 0.3 + 0.1 and factors.std() > 0.1

@@ -9,9 +9,10 @@ Optimized U-Net's z-score of the brain's intensities (:func:`brain_zscore`, per 
 the loss of nnU-Net and of the Optimized U-Net). Ours, not the Optimized U-Net's: 2-D slices of one
 modality (theirs: 3-D patches of the four modalities), the run's own slices (same crop geometry
 and per-volume min-max as every other method; predicted whole), Adam with the cosine schedule of
-every phase, random flips as the only augmentation, optionally random patches of the slices
+every phase, random flips and the Optimized U-Net's intensity augmentation (contrast, brightness,
+noise: :func:`random_intensity`; not its zoom and blur), optionally random patches of the slices
 (``UnetFslConfig.patch_size``), and a preset-scaled budget (``smoke``: 1 epoch of a tiny U-Net on
-whole slices; ``demo``: 3 epochs of a small one on 96 x 96 patches; ``paper``: 30 epochs of MONAI's
+whole slices; ``demo``: 6 epochs of a small one on 96 x 96 patches; ``paper``: 30 epochs of MONAI's
 default width on whole slices).
 
 Supervision: the **only** training of the project that reads masks, and only the training
@@ -96,6 +97,25 @@ def random_flips(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tenso
     return images, masks
 
 
+def random_intensity(images: torch.Tensor, scale=(0.65, 1.5), shift=(-0.3, 0.3),
+                     noise_std=(0.0, 0.2)) -> torch.Tensor:
+    """The Optimized U-Net's (and nnU-Net's) intensity augmentation, on brain-z-scored slices
+    ``(B, 1, H, W)`` float32: per slice a random contrast factor (uniform in ``scale``), brightness
+    shift (uniform in ``shift``, in brain SDs) and Gaussian noise (SD uniform in ``noise_std``), on
+    the brain pixels only (non-zero after :func:`brain_zscore`); the air stays 0, as at inference.
+
+    Written here rather than with MONAI's ``RandScaleIntensity`` / ``RandShiftIntensity`` /
+    ``RandGaussianNoise`` because those change the air too and act on one image at a time. Why it
+    is on: a patient whose tumour is far less bright than the training patients' (leave-one-out
+    over the 5 non-test sample patients, their masks used: README "Reference rows").
+    """
+    batch = images.shape[0]
+    factor = torch.empty(batch, 1, 1, 1, device=images.device).uniform_(*scale)
+    offset = torch.empty(batch, 1, 1, 1, device=images.device).uniform_(*shift)
+    noise = torch.randn_like(images) * torch.empty(batch, 1, 1, 1, device=images.device).uniform_(*noise_std)
+    return torch.where(images != 0, images * factor + offset + noise, images)
+
+
 def random_patch(images: torch.Tensor, masks: torch.Tensor, patch_size,
                  tumour_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One random ``patch_size`` window (the same for the batch) of slices and masks ``(B, 1, H, W)``.
@@ -154,6 +174,8 @@ def train_unet_fsl(run_dir: str | Path, modality: str, preset: Preset, device: s
         images, masks = random_patch(images, masks, settings.patch_size, settings.patch_tumour_fraction)
         if settings.flip:
             images, masks = random_flips(images, masks)
+        if settings.intensity_augment:
+            images = random_intensity(images)
         return loss_function(net.unet(images), masks)
 
     config = {"phase": PHASE, "modality": modality, "data": checkpoint_data_config(run_dir, preset),
