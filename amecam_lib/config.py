@@ -535,6 +535,7 @@ def _demo() -> Preset:
         # The references of notebook 05, sized for CPU minutes (measured in README "Reference rows").
         unet_fsl=UnetFslConfig(channels=(8, 8, 16, 32, 64, 8), epochs=3, batch_size=16, lr=3e-3, patch_size=(96, 96)),
         c2am_refine=C2amRefineConfig(head_epochs=4, head_batch_size=32),
+        lfi_cam=LfiCamConfig(epochs=2, batch_size=32, lr=1e-3, fin_hidden=64),
     )
 
 
@@ -550,6 +551,7 @@ def _smoke() -> Preset:
         evaluation=EvaluationConfig(score_cam_max_slices=2, score_cam_batch_size=64),
         unet_fsl=UnetFslConfig(channels=(4, 4, 8, 16, 32, 4), epochs=1, batch_size=32, lr=3e-3),
         c2am_refine=C2amRefineConfig(head_epochs=1, head_batch_size=32),
+        lfi_cam=LfiCamConfig(epochs=1, batch_size=32, lr=1e-3, fin_hidden=8),
     )
 
 
