@@ -8,7 +8,8 @@ read and resume each other's checkpoints:
   pretrain      SupCon pretraining        phases.pretrain_supcon          -> RUN/<m>/pretrain/
   multi_exit    Eq. 1                     phases.train_multi_exit         -> RUN/<m>/multi_exit/
   aggregation   A over exits 1-4 and 2+3  aggregation.train_attention     -> RUN/<m>/aggregation*/
-  references    unet_fsl, avg_me_c2am     baselines.train_reference_networks -> RUN/<m>/unet_fsl/, c2am_head/
+  references    unet_fsl, avg_me_c2am,    baselines.train_reference_networks -> RUN/<m>/unet_fsl/, c2am_head/,
+                lfi_cam                                                      lfi_cam/
   evaluate      every CAM method, scores  evaluation.evaluate             -> RUN/results.csv ...
 
 Slice first, once, in one process (many cores: ``--workers``)::

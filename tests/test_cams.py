@@ -19,6 +19,7 @@ from amecam_lib.equations import fuse, normalise_maps
 from amecam_lib.baselines.unet_fsl import unet_network
 from amecam_lib.models.attention import AttentionNet
 from amecam_lib.models.c2am_head import ClassAgnosticHead
+from amecam_lib.models.lfi_cam import LfiCamNet
 from amecam_lib.models.multi_exit import ExitOutput, MultiExitResNet, upsample_maps
 
 SIZE = 32
@@ -33,9 +34,11 @@ def cams():
 
 
 def tiny_references() -> dict:
-    """Untrained reference networks: a tiny MONAI U-Net (unet_fsl) and C2AM's head (avg_me_c2am)."""
+    """Untrained reference networks: a tiny MONAI U-Net (unet_fsl), C2AM's head (avg_me_c2am) and
+    LFI-CAM's network with a narrow FIN (lfi_cam)."""
     torch.manual_seed(2)
-    return {"unet_fsl": unet_network((2, 2, 2, 2, 2, 2)), "c2am_head": ClassAgnosticHead(256 + 512)}
+    return {"unet_fsl": unet_network((2, 2, 2, 2, 2, 2)), "c2am_head": ClassAgnosticHead(256 + 512),
+            "lfi_cam": LfiCamNet(fin_hidden=4)}
 
 
 @pytest.fixture(scope="module")

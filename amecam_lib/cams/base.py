@@ -41,7 +41,8 @@ class CamNetworks:
             (``equations.AttentionFunction``) is used as it is.
         score_cam_batch_size: masked slices per forward in Score-CAM's channel scoring (speed only).
         references: other trained networks by name, for the reference rows: ``"unet_fsl"`` (the
-            fully supervised U-Net), ``"c2am_head"`` (C2AM's class-agnostic head); ``None``
+            fully supervised U-Net), ``"c2am_head"`` (C2AM's class-agnostic head), ``"lfi_cam"``
+            (LFI-CAM's network, :class:`~amecam_lib.models.lfi_cam.LfiCamNet`); ``None``
             values are skipped. Moved to the model's device, eval mode.
 
     Attributes:
@@ -64,7 +65,7 @@ class CamNetworks:
             for name, network in (references or {}).items() if network is not None}
 
     def reference(self, name: str) -> nn.Module:
-        """The trained reference network ``name`` (``"unet_fsl"``, ``"c2am_head"``).
+        """The trained reference network ``name`` (``"unet_fsl"``, ``"c2am_head"``, ``"lfi_cam"``).
 
         Raises:
             ValueError: none was given (the message says which phase trains it).

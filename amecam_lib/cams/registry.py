@@ -1,5 +1,6 @@
 """Every CAM method by its stable name (the names used in ``results.csv``), and the reference rows
-beside them (``avg_me_c2am``, paper Table 2; ``unet_fsl``, the fully supervised ceiling of Table 1).
+beside them (``avg_me_c2am``, paper Table 2; ``lfi_cam``, Table 1's LFI-CAM baseline; ``unet_fsl``,
+the fully supervised ceiling of Table 1).
 
 ``ame_cam_crf`` is the ``ame_cam`` method object itself: its map is the AME-CAM map, and the
 evaluation turns it into a mask with DenseCRF instead of a threshold (:data:`CRF_METHODS`).
@@ -17,6 +18,7 @@ from amecam_lib.cams.grad_cam import GradCam
 from amecam_lib.cams.gradient_pass import GRADIENTS
 from amecam_lib.cams.intensity import Intensity
 from amecam_lib.cams.layer_cam import LayerCam, LayerCamLast
+from amecam_lib.cams.lfi_cam import LfiCam
 from amecam_lib.cams.m_f import FusedMap
 from amecam_lib.cams.score_cam import ScoreCam
 from amecam_lib.cams.unet_fsl import UnetFsl
@@ -39,6 +41,7 @@ REGISTRY: dict[str, CamMethod] = {
     "score_cam": ScoreCam(),
     "intensity": Intensity(),
     "avg_me_c2am": AverageExitsC2am(),
+    "lfi_cam": LfiCam(),
     "unet_fsl": UnetFsl(),
 }
 """name -> method object (call it on a :class:`~amecam_lib.cams.base.CamBatch`)."""
