@@ -18,8 +18,8 @@ Protocol (REFERENCE_NOTES "Inference and evaluation"):
   here; the NIfTI export on the original grid counts it as missed);
 - on the test slices labelled normal (label 0): the false-positive area, the fraction of the
   slice predicted tumour (0 is perfect);
-- with ``EvaluationConfig.gate_by_prediction`` (label-free, every method alike but the segmentation
-  networks of their own, ``CamMethod.gated`` False: ``unet_fsl``): the mask of every slice the
+- with ``EvaluationConfig.gate_by_prediction`` (label-free, every method built on the multi-exit
+  classifier, and ``intensity``; not the rows with a network of their own, ``CamMethod.gated`` False): the mask of every slice the
   classifier itself calls normal (exit-4 tumour probability < 0.5) is emptied;
 - seconds per slice of each method (map + mask, on this machine; a pass shared by several methods,
   e.g. the exit maps, is counted in full for each of them: the cost of the method on its own);

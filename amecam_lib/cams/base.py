@@ -212,9 +212,9 @@ class CamMethod:
     or ``"FSL"`` (trained on masks); :attr:`network` names a trained reference network the method
     needs beside the classifier (:meth:`CamNetworks.reference`), or None. :attr:`gated`: whether
     ``EvaluationConfig.gate_by_prediction`` (empty the mask of a slice the multi-exit classifier
-    calls normal) applies to the method; False for a segmentation network of its own that does not
-    use the classifier (``unet_fsl``), so that the reference row does not inherit the weakly
-    supervised classifier's mistakes.
+    calls normal) applies to the method; False for every method built on a network of its own rather
+    than on the multi-exit classifier (``unet_fsl``, ``lfi_cam``, ``swin_mil``, ``cf_ul``,
+    ``cf_fsl``), so that those rows do not inherit that classifier's mistakes.
     """
 
     name: str = ""

@@ -27,6 +27,7 @@ class LfiCam(CamMethod):
 
     name = "lfi_cam"
     network = LFI_CAM
+    gated = False          # a classifier of its own: the multi-exit classifier's gate is not applied
 
     @torch.no_grad()
     def __call__(self, batch: CamBatch) -> torch.Tensor:
