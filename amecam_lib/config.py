@@ -292,6 +292,60 @@ class UnetFslConfig:
 
 
 @dataclass(frozen=True)
+class CfUlConfig:
+    """The unsupervised reference ``cf_ul`` (paper Table 1 "UL C&F (2020)"; Chen and Frey,
+    arXiv:2001.10155): a U-Net trained on the Active Contour Without Edges (Chan-Vese) energy of its
+    own soft segmentation of each slice's brain, no label (:mod:`amecam_lib.baselines.cf`,
+    :mod:`amecam_lib.losses.acwe`). Defaults: C&F's public code where it says (Adam 5e-4, batch 20,
+    no augmentation, area weight 0.0005, no length term), ``unet_fsl``'s network and length of
+    training otherwise.
+
+    Attributes:
+        channels: ``BasicUNet`` features, six numbers (MONAI's default; the presets scale it down).
+        epochs, batch_size, lr, min_lr, weight_decay: Adam with the cosine schedule of every phase.
+        flip: random left-right and front-back flips while training (C&F: none).
+        patch_size: ``(h, w)`` random window of each batch (the energy's means are then the
+            window's), or None: whole slices (C&F).
+        norm: ``BasicUNet``'s normalisation, ``"batch"`` or ``"instance"``.
+        area_weight: Chan-Vese's ``nu``, the weight of the inside's area (C&F's training script: 0.0005).
+        length_weight: Chan-Vese's ``mu``, the weight of the contour's length (C&F's unsupervised loss: 0).
+        max_slices: train on this many of the training slices (a fixed random subset, seeded by
+            the preset's seed), or None: all of them.
+    """
+
+    channels: tuple[int, ...] = (32, 32, 64, 128, 256, 32)
+    epochs: int = 30
+    batch_size: int = 20
+    lr: float = 5e-4
+    min_lr: float = 1e-5
+    weight_decay: float = 0.0
+    flip: bool = False
+    patch_size: tuple[int, int] | None = None
+    norm: str = "batch"
+    area_weight: float = 0.0005
+    length_weight: float = 0.0
+    max_slices: int | None = None
+
+
+@dataclass(frozen=True)
+class CfFslConfig(CfUlConfig):
+    """The supervised reference ``cf_fsl`` (paper Table 1 "FSL C&F (2020)"): the same network and
+    L_ACWE as :class:`CfUlConfig` plus C&F's label term (the Active Contour loss of Chen et al.,
+    CVPR 2019) on the training patients' whole-tumour masks: ``acwe_weight * L_ACWE + L_label``
+    (C&F's "mode 4"). Reads masks for training (through
+    :func:`amecam_lib.slices.read_training_masks_for_fully_supervised`).
+
+    Attributes (beyond :class:`CfUlConfig`'s):
+        acwe_weight: the weight of L_ACWE beside L_label (C&F's mode 4: 1).
+        label_length_weight, label_region_weight: L_label's length and region weights (C&F: 1, 1).
+    """
+
+    acwe_weight: float = 1.0
+    label_length_weight: float = 1.0
+    label_region_weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class C2amRefineConfig:
     """The class-agnostic activation head of ``avg_me_c2am`` (paper Table 2 "Avg. ME + C2AM";
     C2AM, Xie et al. CVPR 2022; :mod:`amecam_lib.baselines.c2am_refine`). Trained with Eq. 3 on the
@@ -377,6 +431,7 @@ class EvaluationConfig:
     methods: tuple[str, ...] = (
         "ame_cam_crf", "ame_cam", "avg_me", "m_f", "exit1", "exit2", "exit3", "exit4", "exit2_3",
         "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "intensity", "avg_me_c2am", "lfi_cam", "unet_fsl",
+        "cf_ul", "cf_fsl",
     )
 
 
@@ -444,9 +499,11 @@ class Preset:
     unet_fsl: UnetFslConfig = field(default_factory=UnetFslConfig)
     c2am_refine: C2amRefineConfig = field(default_factory=C2amRefineConfig)
     lfi_cam: LfiCamConfig = field(default_factory=LfiCamConfig)
+    cf_ul: CfUlConfig = field(default_factory=CfUlConfig)
+    cf_fsl: CfFslConfig = field(default_factory=CfFslConfig)
 
     PHASES = ("data", "pretrain", "multi_exit", "aggregation", "evaluation", "compute", "unet_fsl", "c2am_refine",
-              "lfi_cam")
+              "lfi_cam", "cf_ul", "cf_fsl")
 
     def with_overrides(self, **overrides) -> "Preset":
         """Return a copy with the named fields replaced.
@@ -546,6 +603,16 @@ def _demo() -> Preset:
         # cheaper width was kept; 2 epochs on a random 240 of the slices: 0.479 against 0.501 for 1 epoch on all
         # (both gated by the multi-exit network of epoch 1, which called every val tumour slice tumour).
         lfi_cam=LfiCamConfig(epochs=1, batch_size=32, lr=1e-3, fin_hidden=64),
+        # C&F (UL, FSL): 2 epochs each of an 8-channel U-Net on 96 x 96 patches at lr 3e-3 (C&F: 5e-4 for
+        # 161 epochs, whole slices), all 479 FLAIR training slices. Measured (wall, 2 threads, FLAIR
+        # 160 x 192, MONAI already imported, load about 2 from other jobs): cf_ul 13-26 s (with the
+        # orientation pass), cf_fsl 8-10 s; 60-290 s each when other jobs load the 2 cores to 4-9.
+        # (val masks), Dice on the val patient's tumour slices, no gating: UL / FSL 0.43 / 0.47 (FSL
+        # seeds 1, 2: 0.46, 0.45); 1 epoch of a 4-channel U-Net: 0.33 / 0.49; UL 5 epochs: 0.39; whole
+        # slices (C&F's), 2 epochs: 0.32 / 0.02 and FSL 5 epochs on patches: 0.08 (there FSL fits the 4
+        # training patients, train-slice Dice 0.73, and predicts almost nothing on the val patient).
+        cf_ul=CfUlConfig(channels=(8, 8, 16, 32, 64, 8), epochs=2, batch_size=16, lr=3e-3, patch_size=(96, 96)),
+        cf_fsl=CfFslConfig(channels=(8, 8, 16, 32, 64, 8), epochs=2, batch_size=16, lr=3e-3, patch_size=(96, 96)),
     )
 
 
@@ -562,6 +629,8 @@ def _smoke() -> Preset:
         unet_fsl=UnetFslConfig(channels=(4, 4, 8, 16, 32, 4), epochs=1, batch_size=32, lr=3e-3),
         c2am_refine=C2amRefineConfig(head_epochs=1, head_batch_size=32),
         lfi_cam=LfiCamConfig(epochs=1, batch_size=32, lr=1e-3, fin_hidden=8),
+        cf_ul=CfUlConfig(channels=(4, 4, 8, 16, 32, 4), epochs=1, batch_size=32, lr=3e-3),
+        cf_fsl=CfFslConfig(channels=(4, 4, 8, 16, 32, 4), epochs=1, batch_size=32, lr=3e-3),
     )
 
 

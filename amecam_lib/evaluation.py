@@ -93,8 +93,9 @@ VOLUME_COLUMNS: tuple[str, ...] = ("modality", "method", "case_id", "dice", "iou
                                    "true_voxels")
 """Columns of ``RUN/results_3d.csv``: one row per modality, method and test patient."""
 
-# Paper numbers (Chen et al., MICCAI 2023): Table 1 (Grad-CAM, ScoreCAM, LFI-CAM, LayerCAM, AME-CAM and
-# the fully supervised Opt. U-net, beside ``unet_fsl``, per modality), Table 2 (T1: Avg. ME, Avg. ME + C2AM),
+# Paper numbers (Chen et al., MICCAI 2023): Table 1 (Grad-CAM, ScoreCAM, LFI-CAM, LayerCAM, AME-CAM, the
+# fully supervised Opt. U-net beside ``unet_fsl``, and C&F unsupervised / supervised beside ``cf_ul`` /
+# ``cf_fsl``, per modality), Table 2 (T1: Avg. ME, Avg. ME + C2AM),
 # Table 3 (T1-CE: single exits, M2 + M3). (mean, std) pairs.
 # The paper's AME-CAM includes DenseCRF, so it sits beside ``ame_cam_crf``.
 PAPER_RESULTS: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
@@ -107,6 +108,8 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
         "avg_me": {"dice": (0.617, 0.121), "iou": (0.457, 0.121), "hd95": (23.603, 20.572)},
         "avg_me_c2am": {"dice": (0.484, 0.256), "iou": (0.354, 0.207), "hd95": (69.242, 121.163)},
         "unet_fsl": {"dice": (0.836, 0.062), "iou": (0.723, 0.090), "hd95": (11.730, 10.345)},
+        "cf_ul": {"dice": (0.200, 0.082), "iou": (0.113, 0.051), "hd95": (79.187, 14.304)},
+        "cf_fsl": {"dice": (0.572, 0.196), "iou": (0.426, 0.187), "hd95": (29.027, 20.881)},
     },
     "t1ce": {
         "grad_cam": {"dice": (0.127, 0.088), "iou": (0.071, 0.054), "hd95": (129.890, 27.854)},
@@ -120,6 +123,8 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
         "exit4": {"dice": (0.154, 0.101), "iou": (0.087, 0.065), "hd95": (120.779, 44.548)},
         "exit2_3": {"dice": (0.566, 0.207), "iou": (0.421, 0.186), "hd95": (27.972, 56.591)},
         "unet_fsl": {"dice": (0.845, 0.058), "iou": (0.736, 0.085), "hd95": (11.593, 11.120)},
+        "cf_ul": {"dice": (0.179, 0.080), "iou": (0.101, 0.050), "hd95": (77.982, 14.042)},
+        "cf_fsl": {"dice": (0.246, 0.104), "iou": (0.144, 0.070), "hd95": (130.616, 9.879)},
     },
     "t2": {
         "grad_cam": {"dice": (0.049, 0.058), "iou": (0.026, 0.034), "hd95": (141.025, 23.107)},
@@ -128,6 +133,8 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
         "layer_cam": {"dice": (0.624, 0.178), "iou": (0.476, 0.173), "hd95": (23.978, 44.323)},
         "ame_cam_crf": {"dice": (0.721, 0.086), "iou": (0.571, 0.101), "hd95": (14.940, 8.736)},
         "unet_fsl": {"dice": (0.884, 0.064), "iou": (0.798, 0.098), "hd95": (8.349, 9.125)},
+        "cf_ul": {"dice": (0.230, 0.089), "iou": (0.133, 0.058), "hd95": (76.256, 13.192)},
+        "cf_fsl": {"dice": (0.611, 0.221), "iou": (0.474, 0.217), "hd95": (109.817, 27.735)},
     },
     "flair": {
         "grad_cam": {"dice": (0.150, 0.077), "iou": (0.083, 0.050), "hd95": (110.031, 23.307)},
@@ -136,6 +143,8 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
         "layer_cam": {"dice": (0.652, 0.206), "iou": (0.515, 0.210), "hd95": (22.055, 33.959)},
         "ame_cam_crf": {"dice": (0.862, 0.088), "iou": (0.767, 0.122), "hd95": (8.664, 6.440)},
         "unet_fsl": {"dice": (0.914, 0.058), "iou": (0.847, 0.093), "hd95": (8.093, 11.879)},
+        "cf_ul": {"dice": (0.306, 0.190), "iou": (0.199, 0.167), "hd95": (75.651, 14.214)},
+        "cf_fsl": {"dice": (0.578, 0.137), "iou": (0.419, 0.130), "hd95": (138.138, 14.283)},
     },
 }
 
@@ -626,9 +635,9 @@ def results_markdown(table: pd.DataFrame, volume_scores: pd.DataFrame | None = N
              "from its affine and the slicing geometry); mean +- std. `fp area` is the mean fraction of a normal test slice "
              "predicted tumour. Paper: Chen et al., MICCAI 2023, Tables 1-3 (its AME-CAM includes DenseCRF, "
              "so it sits beside `ame_cam_crf`; its Table 2 is T1 only, its Table 3 T1-CE only). `type` as in "
-             "the paper's Table 1: WSSS = slice labels only; UL = no label (`intensity`, the floor); FSL = "
-             "trained on the training patients' masks (`unet_fsl`, the paper's Opt. U-net row): the ceiling, "
-             "a reference rather than a competitor.", ""]
+             "the paper's Table 1: WSSS = slice labels only; UL = no label (`intensity`, the floor; `cf_ul`, the "
+             "paper's UL C&F row); FSL = trained on the training patients' masks (`unet_fsl`, the paper's Opt. "
+             "U-net row: the ceiling; `cf_fsl`, its FSL C&F row): references rather than competitors.", ""]
     for modality in dict.fromkeys(table["modality"]):
         paper = PAPER_RESULTS.get(modality, {})
         lines += [f"## {modality}", "",

@@ -47,9 +47,12 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 TABLE1_METHODS: tuple[tuple[str, str], ...] = (
     ("grad_cam", "Grad-CAM"), ("score_cam", "ScoreCAM"), ("lfi_cam", "LFI-CAM"), ("layer_cam", "LayerCAM"),
     ("ame_cam_crf", "AME-CAM (+ DenseCRF)"), ("ame_cam", "AME-CAM without CRF (not in the paper's table)"),
+    ("cf_ul", "UL: C&F, a U-Net on the Chan-Vese energy, no label (paper: UL C&F)"),
+    ("cf_fsl", "FSL: C&F with the training masks (paper: FSL C&F)"),
     ("unet_fsl", "FSL: U-Net on the training masks, the ceiling (paper: Opt. U-net)"))
 """Rows of each block of Table 1: (method name in ``results.csv``, label). The paper's AME-CAM
-includes DenseCRF, so its numbers sit beside ``ame_cam_crf``; ``unet_fsl`` is the paper's FSL row."""
+includes DenseCRF, so its numbers sit beside ``ame_cam_crf``; ``cf_ul`` is the paper's UL row,
+``cf_fsl`` and ``unet_fsl`` its FSL rows."""
 
 MODALITY_LABELS = {"t1": "T1", "t1ce": "T1-CE", "t2": "T2", "flair": "T2-FLAIR"}
 

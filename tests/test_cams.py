@@ -16,6 +16,7 @@ from torch import nn
 from amecam_lib.cams import METHODS, REGISTRY, CamMethods, polarity_check
 from amecam_lib.config import EvaluationConfig
 from amecam_lib.equations import fuse, normalise_maps
+from amecam_lib.baselines.cf import ActiveContourUNet
 from amecam_lib.baselines.unet_fsl import unet_network
 from amecam_lib.models.attention import AttentionNet
 from amecam_lib.models.c2am_head import ClassAgnosticHead
@@ -35,10 +36,11 @@ def cams():
 
 def tiny_references() -> dict:
     """Untrained reference networks: a tiny MONAI U-Net (unet_fsl), C2AM's head (avg_me_c2am) and
-    LFI-CAM's network with a narrow FIN (lfi_cam)."""
+    LFI-CAM's network with a narrow FIN (lfi_cam), C&F's U-Nets (cf_ul, cf_fsl)."""
     torch.manual_seed(2)
     return {"unet_fsl": unet_network((2, 2, 2, 2, 2, 2)), "c2am_head": ClassAgnosticHead(256 + 512),
-            "lfi_cam": LfiCamNet(fin_hidden=4)}
+            "lfi_cam": LfiCamNet(fin_hidden=4),
+            "cf_ul": ActiveContourUNet((2, 2, 2, 2, 2, 2)), "cf_fsl": ActiveContourUNet((2, 2, 2, 2, 2, 2))}
 
 
 @pytest.fixture(scope="module")

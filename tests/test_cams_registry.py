@@ -14,15 +14,18 @@ from amecam_lib.cams.registry import (CRF_METHODS, GRADIENT_METHODS, METHODS, RE
 def test_the_stable_names_in_table_order():
     assert METHODS == ("ame_cam_crf", "ame_cam", "avg_me", "m_f", "exit1", "exit2", "exit3", "exit4", "exit2_3",
                        "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "intensity", "avg_me_c2am", "lfi_cam",
-                       "unet_fsl")
+                       "unet_fsl", "cf_ul", "cf_fsl")
 
 
 def test_paper_types_and_reference_networks():
     assert SUPERVISION["unet_fsl"] == "FSL" and SUPERVISION["intensity"] == "UL"
-    assert {name for name, kind in SUPERVISION.items() if kind == "WSSS"} == set(METHODS) - {"unet_fsl", "intensity"}
+    assert SUPERVISION["cf_ul"] == "UL" and SUPERVISION["cf_fsl"] == "FSL"
+    assert {name for name, kind in SUPERVISION.items() if kind == "WSSS"} == \
+        set(METHODS) - {"unet_fsl", "intensity", "cf_ul", "cf_fsl"}
     assert reference_networks(["ame_cam", "grad_cam"]) == set()
     assert reference_networks(["unet_fsl", "avg_me_c2am", "bogus"]) == {"unet_fsl", "c2am_head"}
     assert SUPERVISION["lfi_cam"] == "WSSS" and reference_networks(["lfi_cam"]) == {"lfi_cam"}
+    assert reference_networks(["cf_ul", "cf_fsl"]) == {"cf_ul", "cf_fsl"}
 
 
 def test_each_name_is_a_method_of_that_name():

@@ -102,7 +102,7 @@ def trained_run(sliced_run, tmp_path_factory):
         config={"multi_exit": dataclasses.asdict(preset.multi_exit)}, device="cpu", progress=False)
     histories = {exits: train_attention(run, "flair", preset, exits=exits, device="cpu", progress=False)
                  for exits in [(1, 2, 3, 4), (2, 3)]}
-    train_reference_networks(run, "flair", preset, device="cpu", progress=False)       # unet_fsl, avg_me_c2am
+    train_reference_networks(run, "flair", preset, device="cpu", progress=False)       # unet_fsl, avg_me_c2am, cf_ul, cf_fsl
     return run, preset, histories
 
 
@@ -226,13 +226,15 @@ def test_gating_by_prediction_empties_masks_of_slices_called_normal(half_called_
 
 @pytest.mark.slow
 def test_the_gate_leaves_the_reference_segmenters_alone(half_called_normal_run):
-    """unet_fsl segments with a network of its own: the multi-exit classifier's gate must not empty
-    its masks (its row would inherit the weak classifier's misses)."""
+    """unet_fsl and the C&F rows segment with networks of their own: the multi-exit classifier's gate
+    must not empty their masks (their rows would inherit the weak classifier's misses)."""
     run, preset, called_normal = half_called_normal_run
     everything = preset.with_overrides(threshold=0.0)
-    gated = evaluate(run, "flair", everything.with_overrides(gate_by_prediction=True), methods=["unet_fsl"],
+    methods = ["unet_fsl", "cf_ul", "cf_fsl"]
+    gated = evaluate(run, "flair", everything.with_overrides(gate_by_prediction=True), methods=methods,
                      device="cpu", progress=False, write=False)
-    assert gated.masks["unet_fsl"].all()
+    for method in methods:
+        assert gated.masks[method].all(), method
 
 
 # --- per-patient 3-D scores on a hand-made run ---------------------------------------------------------
@@ -462,7 +464,7 @@ def test_every_phase_runs_on_a_non_square_crop_run(crop_run):
     train_multi_exit(run, "flair", preset, device="cpu", progress=False)
     for exits in [(1, 2, 3, 4), (2, 3)]:
         train_attention(run, "flair", preset, exits=exits, device="cpu", progress=False)
-    train_reference_networks(run, "flair", preset, device="cpu", progress=False)       # unet_fsl, avg_me_c2am
+    train_reference_networks(run, "flair", preset, device="cpu", progress=False)       # unet_fsl, avg_me_c2am, cf_ul, cf_fsl
     # every method but Score-CAM (seconds per slice; its non-square maps: test_cams_score_cam.py)
     methods = [m for m in preset.evaluation.methods if m != "score_cam"]
     result = evaluate(run, "flair", preset, methods=methods, device="cpu", progress=False, data_dir=root)

@@ -1,10 +1,11 @@
-"""Masks enter training in one place only: the fully supervised reference row (issue 9).
+"""Masks enter training in one place only: the fully supervised reference rows (issue 9).
 
-Every weakly supervised phase (SupCon pretraining, the multi-exit network, both attention
-networks, C2AM's class-agnostic head, LFI-CAM's network) runs on the tiny synthetic run while
-every route to a stored mask raises: the library's mask reader (``slices.read_stored_masks``), the slice store's
-array opener on a ``wt.npy`` file, and ``numpy.load`` of a ``wt.npy`` file. The fully supervised
-U-Net, which must read the training patients' masks, does trip it (the guard works)."""
+Every weakly supervised or unsupervised phase (SupCon pretraining, the multi-exit network, both
+attention networks, C2AM's class-agnostic head, LFI-CAM's network, C&F without labels ``cf_ul``) runs
+on the tiny synthetic run while every route to a stored mask raises: the library's mask reader
+(``slices.read_stored_masks``), the slice store's array opener on a ``wt.npy`` file, and
+``numpy.load`` of a ``wt.npy`` file. The fully supervised phases (the U-Net ``unet_fsl``, C&F with
+labels ``cf_fsl``), which must read the training patients' masks, do trip it (the guard works)."""
 
 from __future__ import annotations
 
@@ -48,13 +49,15 @@ def masks_forbidden():
 def test_no_weakly_supervised_phase_reads_a_mask(tmp_path, one_thread):
     from amecam_lib.aggregation import attention_weight_report, train_attention
     from amecam_lib.baselines.c2am_refine import train_c2am_head
+    from amecam_lib.baselines.cf import train_cf_ul
     from amecam_lib.baselines.lfi_cam import train_lfi_cam
     from amecam_lib.phases import pretrain_supcon, train_multi_exit
 
     run = tiny_run(tmp_path)                                   # sliced before the guard matters
     (run / "flair" / "multi_exit" / "best.pt").unlink()        # train the classifier here
     preset = tiny_preset(**{"pretrain.batch_size": 8, "multi_exit.epochs": 1, "multi_exit.batch_size": 8,
-                            "c2am_refine.head_batch_size": 4, "lfi_cam.batch_size": 4, "lfi_cam.fin_hidden": 4})
+                            "c2am_refine.head_batch_size": 4, "lfi_cam.batch_size": 4, "lfi_cam.fin_hidden": 4,
+                            "cf_ul.channels": (2, 2, 4, 4, 4, 2), "cf_ul.batch_size": 4})
     with masks_forbidden():
         for lazy in (False, True):                             # in memory, and read lazily from the store
             settings = preset.with_overrides(**{"compute.lazy_slices": lazy, "seed": int(lazy)})
@@ -65,14 +68,18 @@ def test_no_weakly_supervised_phase_reads_a_mask(tmp_path, one_thread):
             attention_weight_report(run, "flair", settings, device="cpu")
             train_c2am_head(run, "flair", settings, device="cpu", progress=False)
             train_lfi_cam(run, "flair", settings, device="cpu", progress=False)
+            train_cf_ul(run, "flair", settings, device="cpu", progress=False)
 
 
 def test_the_guard_catches_the_fully_supervised_reader(tmp_path, one_thread):
+    from amecam_lib.baselines.cf import train_cf_fsl
     from amecam_lib.baselines.unet_fsl import train_unet_fsl
 
     run = tiny_run(tmp_path)
     with masks_forbidden():
         with pytest.raises(MaskRead):
             train_unet_fsl(run, "flair", tiny_preset(), device="cpu", progress=False)
+        with pytest.raises(MaskRead):
+            train_cf_fsl(run, "flair", tiny_preset(), device="cpu", progress=False)
         with pytest.raises(MaskRead):
             slices_module.load_slices(run, "flair", "val")      # the default reads masks (evaluation)

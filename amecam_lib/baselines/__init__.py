@@ -4,9 +4,12 @@
                     (paper Table 1, FSL, Opt. U-net; Futrega et al. 2021)
     c2am_refine.py  C2AM's class-agnostic head for "Avg. ME + C2AM" (paper Table 2; Xie et al. 2022)
     lfi_cam.py      LFI-CAM's network, trained on slice labels (paper Table 1, WSSS; Lee et al. 2021)
+    cf.py           C&F's Chan-Vese U-Nets: cf_ul (no label) and cf_fsl (+ the training masks)
+                    (paper Table 1, UL / FSL C&F; Chen and Frey 2020)
 
 Their maps are CAM methods like the others (:mod:`amecam_lib.cams.unet_fsl`,
-:mod:`amecam_lib.cams.avg_me_c2am`, :mod:`amecam_lib.cams.lfi_cam`); this package trains and loads the networks they read.
+:mod:`amecam_lib.cams.avg_me_c2am`, :mod:`amecam_lib.cams.lfi_cam`, :mod:`amecam_lib.cams.cf`); this package
+trains and loads the networks they read.
 :func:`train_reference_networks` trains what a list of methods needs; :func:`load_reference_networks`
 loads it for :class:`~amecam_lib.cams.CamMethods` (``references=``).
 """
@@ -31,6 +34,8 @@ REFERENCE_PHASES: dict[str, tuple[str, str, str]] = {
     "c2am_head": ("c2am_refine", "train_c2am_head", "load_c2am_head"),
     "unet_fsl": ("unet_fsl", "train_unet_fsl", "load_unet_fsl"),
     "lfi_cam": ("lfi_cam", "train_lfi_cam", "load_lfi_cam"),
+    "cf_ul": ("cf", "train_cf_ul", "load_cf_ul"),
+    "cf_fsl": ("cf", "train_cf_fsl", "load_cf_fsl"),
 }
 
 

@@ -1,6 +1,7 @@
 """Every CAM method by its stable name (the names used in ``results.csv``), and the reference rows
 beside them (``avg_me_c2am``, paper Table 2; ``lfi_cam``, Table 1's LFI-CAM baseline; ``unet_fsl``,
-the fully supervised ceiling of Table 1).
+the fully supervised ceiling of Table 1; ``cf_ul`` and ``cf_fsl``, Table 1's C&F rows, unsupervised and
+supervised).
 
 ``ame_cam_crf`` is the ``ame_cam`` method object itself: its map is the AME-CAM map, and the
 evaluation turns it into a mask with DenseCRF instead of a threshold (:data:`CRF_METHODS`).
@@ -13,6 +14,7 @@ from amecam_lib.cams.ame_cam import ALL_EXITS, EXITS_2_3, AmeCam
 from amecam_lib.cams.avg_me import AverageExits
 from amecam_lib.cams.avg_me_c2am import AverageExitsC2am
 from amecam_lib.cams.base import CamMethod
+from amecam_lib.cams.cf import CfFsl, CfUl
 from amecam_lib.cams.exits import EXIT_MAPS, ExitMap
 from amecam_lib.cams.grad_cam import GradCam
 from amecam_lib.cams.gradient_pass import GRADIENTS
@@ -43,6 +45,8 @@ REGISTRY: dict[str, CamMethod] = {
     "avg_me_c2am": AverageExitsC2am(),
     "lfi_cam": LfiCam(),
     "unet_fsl": UnetFsl(),
+    "cf_ul": CfUl(),
+    "cf_fsl": CfFsl(),
 }
 """name -> method object (call it on a :class:`~amecam_lib.cams.base.CamBatch`)."""
 
@@ -61,8 +65,8 @@ BASELINE_METHODS: tuple[str, ...] = (*GRADIENT_METHODS, "score_cam")
 
 
 SUPERVISION: dict[str, str] = {name: method.supervision for name, method in REGISTRY.items()}
-"""name -> the paper's Table 1 type: ``"WSSS"`` (slice labels), ``"UL"`` (no label: ``intensity``),
-``"FSL"`` (trained on masks: ``unet_fsl``, the ceiling)."""
+"""name -> the paper's Table 1 type: ``"WSSS"`` (slice labels), ``"UL"`` (no label: ``intensity``,
+``cf_ul``), ``"FSL"`` (trained on masks: ``unet_fsl``, the ceiling; ``cf_fsl``)."""
 
 
 def reference_networks(names) -> set[str]:
