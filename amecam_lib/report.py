@@ -45,7 +45,7 @@ REPORT_NAME = "report.html"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 TABLE1_METHODS: tuple[tuple[str, str], ...] = (
-    ("grad_cam", "Grad-CAM"), ("score_cam", "ScoreCAM"), ("layer_cam", "LayerCAM"),
+    ("grad_cam", "Grad-CAM"), ("score_cam", "ScoreCAM"), ("layer_cam", "LayerCAM"), ("swin_mil", "Swin-MIL"),
     ("ame_cam_crf", "AME-CAM (+ DenseCRF)"), ("ame_cam", "AME-CAM without CRF (not in the paper's table)"),
     ("unet_fsl", "FSL: U-Net on the training masks, the ceiling (paper: Opt. U-net)"))
 """Rows of each block of Table 1: (method name in ``results.csv``, label). The paper's AME-CAM

@@ -3,9 +3,11 @@
     unet_fsl.py     the fully supervised ceiling: MONAI's BasicUNet on the training patients' masks
                     (paper Table 1, FSL, Opt. U-net; Futrega et al. 2021)
     c2am_refine.py  C2AM's class-agnostic head for "Avg. ME + C2AM" (paper Table 2; Xie et al. 2022)
+    swin_mil.py     Swin-MIL from the slice labels: timm Swin blocks, side outputs, MIL loss
+                    (paper Table 1, WSSS, Swin-MIL; Qian et al. 2022)
 
 Their maps are CAM methods like the others (:mod:`amecam_lib.cams.unet_fsl`,
-:mod:`amecam_lib.cams.avg_me_c2am`); this package trains and loads the networks they read.
+:mod:`amecam_lib.cams.avg_me_c2am`, :mod:`amecam_lib.cams.swin_mil`); this package trains and loads the networks they read.
 :func:`train_reference_networks` trains what a list of methods needs; :func:`load_reference_networks`
 loads it for :class:`~amecam_lib.cams.CamMethods` (``references=``).
 """
@@ -29,6 +31,7 @@ __all__ = ["REFERENCE_PHASES", "load_reference_networks", "train_reference_netwo
 REFERENCE_PHASES: dict[str, tuple[str, str, str]] = {
     "c2am_head": ("c2am_refine", "train_c2am_head", "load_c2am_head"),
     "unet_fsl": ("unet_fsl", "train_unet_fsl", "load_unet_fsl"),
+    "swin_mil": ("swin_mil", "train_swin_mil", "load_swin_mil"),
 }
 
 

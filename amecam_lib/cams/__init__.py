@@ -14,14 +14,15 @@ pytorch-grad-cam)::
     score_cam.py      score_cam: Score-CAM, last stage
     intensity.py      intensity: the slice itself, min-max normalised (no network; type UL)
     avg_me_c2am.py    avg_me_c2am: avg_me refined by C2AM's class-agnostic map  (Table 2, "Avg. ME + C2AM")
+    swin_mil.py       swin_mil: Swin-MIL's fused instance probability, a network of its own  (Table 1, WSSS)
     unet_fsl.py       unet_fsl: a fully supervised U-Net's probability, the ceiling (Table 1, FSL)
     registry.py       name -> method object; METHODS, CRF_METHODS
     polarity.py       polarity_check: a label-free check of each map's polarity
 
 Names (stable; used in ``results.csv``): ``ame_cam_crf`` (the ``ame_cam`` map; the evaluation
 refines its mask with DenseCRF), ``ame_cam``, ``avg_me``, ``m_f``, ``exit1``..``exit4``, ``exit2_3``,
-``grad_cam``, ``layer_cam``, ``layer_cam_last``, ``score_cam``, ``intensity``, ``avg_me_c2am``,
-``unet_fsl`` (each method's paper type, WSSS / UL / FSL: :data:`SUPERVISION`). The baselines run
+``grad_cam``, ``layer_cam``, ``layer_cam_last``, ``score_cam``, ``swin_mil``, ``intensity``,
+``avg_me_c2am``, ``unet_fsl`` (each method's paper type, WSSS / UL / FSL: :data:`SUPERVISION`). The baselines run
 through pytorch-grad-cam on a wrapper returning the tumour logit of exit 4 (the classifier's last
 exit), target ``ClassifierOutputTarget(0)``.
 
@@ -73,7 +74,8 @@ class CamMethods:
         attention_2_3: :class:`AttentionNet` over exits 2 and 3 (needed for ``exit2_3``).
         eval_config: ``EvaluationConfig`` (``restrict_to_brain``, ``score_cam_batch_size``).
         references: the trained reference networks by name (``"unet_fsl"`` for ``unet_fsl``,
-            ``"c2am_head"`` for ``avg_me_c2am``; :func:`amecam_lib.baselines.load_reference_networks`).
+            ``"c2am_head"`` for ``avg_me_c2am``, ``"swin_mil"`` for ``swin_mil``;
+            :func:`amecam_lib.baselines.load_reference_networks`).
 
     Raises:
         ValueError: an attention network trained with another n(.) than

@@ -41,8 +41,8 @@ class CamNetworks:
             (``equations.AttentionFunction``) is used as it is.
         score_cam_batch_size: masked slices per forward in Score-CAM's channel scoring (speed only).
         references: other trained networks by name, for the reference rows: ``"unet_fsl"`` (the
-            fully supervised U-Net), ``"c2am_head"`` (C2AM's class-agnostic head); ``None``
-            values are skipped. Moved to the model's device, eval mode.
+            fully supervised U-Net), ``"c2am_head"`` (C2AM's class-agnostic head), ``"swin_mil"``
+            (Swin-MIL); ``None`` values are skipped. Moved to the model's device, eval mode.
 
     Attributes:
         model, device (the model's), tumour_logit (:class:`ExitLogit` of exit 4, the classifier's
@@ -64,7 +64,7 @@ class CamNetworks:
             for name, network in (references or {}).items() if network is not None}
 
     def reference(self, name: str) -> nn.Module:
-        """The trained reference network ``name`` (``"unet_fsl"``, ``"c2am_head"``).
+        """The trained reference network ``name`` (``"unet_fsl"``, ``"c2am_head"``, ``"swin_mil"``).
 
         Raises:
             ValueError: none was given (the message says which phase trains it).
