@@ -13,7 +13,8 @@ from amecam_lib.cams.registry import (CRF_METHODS, GRADIENT_METHODS, METHODS, RE
 
 def test_the_stable_names_in_table_order():
     assert METHODS == ("ame_cam_crf", "ame_cam", "avg_me", "m_f", "exit1", "exit2", "exit3", "exit4", "exit2_3",
-                       "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "intensity", "avg_me_c2am", "unet_fsl")
+                       "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "swin_mil", "intensity", "avg_me_c2am",
+                       "unet_fsl")
 
 
 def test_paper_types_and_reference_networks():
@@ -21,6 +22,7 @@ def test_paper_types_and_reference_networks():
     assert {name for name, kind in SUPERVISION.items() if kind == "WSSS"} == set(METHODS) - {"unet_fsl", "intensity"}
     assert reference_networks(["ame_cam", "grad_cam"]) == set()
     assert reference_networks(["unet_fsl", "avg_me_c2am", "bogus"]) == {"unet_fsl", "c2am_head"}
+    assert SUPERVISION["swin_mil"] == "WSSS" and reference_networks(["swin_mil"]) == {"swin_mil"}
 
 
 def test_each_name_is_a_method_of_that_name():

@@ -1,7 +1,7 @@
 """Masks enter training in one place only: the fully supervised reference row (issue 9).
 
 Every weakly supervised phase (SupCon pretraining, the multi-exit network, both attention
-networks, C2AM's class-agnostic head) runs on the tiny synthetic run while every route to a
+networks, C2AM's class-agnostic head, Swin-MIL) runs on the tiny synthetic run while every route to a
 stored mask raises: the library's mask reader (``slices.read_stored_masks``), the slice store's
 array opener on a ``wt.npy`` file, and ``numpy.load`` of a ``wt.npy`` file. The fully supervised
 U-Net, which must read the training patients' masks, does trip it (the guard works)."""
@@ -48,12 +48,15 @@ def masks_forbidden():
 def test_no_weakly_supervised_phase_reads_a_mask(tmp_path, one_thread):
     from amecam_lib.aggregation import attention_weight_report, train_attention
     from amecam_lib.baselines.c2am_refine import train_c2am_head
+    from amecam_lib.baselines.swin_mil import train_swin_mil
     from amecam_lib.phases import pretrain_supcon, train_multi_exit
 
     run = tiny_run(tmp_path)                                   # sliced before the guard matters
     (run / "flair" / "multi_exit" / "best.pt").unlink()        # train the classifier here
     preset = tiny_preset(**{"pretrain.batch_size": 8, "multi_exit.epochs": 1, "multi_exit.batch_size": 8,
-                            "c2am_refine.head_batch_size": 4})
+                            "c2am_refine.head_batch_size": 4, "swin_mil.embed_dim": 4, "swin_mil.depths": (1, 1, 1),
+                            "swin_mil.num_heads": (1, 1, 1), "swin_mil.window_size": 2, "swin_mil.patch_size": 2,
+                            "swin_mil.epochs": 1, "swin_mil.batch_size": 4})
     with masks_forbidden():
         for lazy in (False, True):                             # in memory, and read lazily from the store
             settings = preset.with_overrides(**{"compute.lazy_slices": lazy, "seed": int(lazy)})
@@ -63,6 +66,7 @@ def test_no_weakly_supervised_phase_reads_a_mask(tmp_path, one_thread):
                 train_attention(run, "flair", settings, exits=exits, device="cpu", progress=False)
             attention_weight_report(run, "flair", settings, device="cpu")
             train_c2am_head(run, "flair", settings, device="cpu", progress=False)
+            train_swin_mil(run, "flair", settings, device="cpu", progress=False)
 
 
 def test_the_guard_catches_the_fully_supervised_reader(tmp_path, one_thread):
