@@ -42,6 +42,24 @@ def test_generalized_mean_by_hand():
     assert generalized_mean(maps[:1, 2:], r=64.0, eps=0.0) > 0.97                                   # ~ the max
 
 
+def test_generalized_mean_over_the_brain_only_by_hand():
+    maps = torch.tensor([[[[0.0, 1.0], [0.5, 0.0]]]])
+    brain = torch.tensor([[[[False, True], [True, False]]]])
+    assert generalized_mean(maps, r=4.0, eps=0.0, region=brain).item() == pytest.approx((1.0625 / 2) ** 0.25)
+    assert generalized_mean(maps, r=4.0, eps=0.0).item() == pytest.approx((1.0625 / 4) ** 0.25)   # whole slice
+    air = torch.zeros_like(brain)                                  # no brain pixel: eps^(1/r)
+    assert generalized_mean(maps, r=4.0, eps=1e-6, region=air).item() == pytest.approx(1e-6 ** 0.25)
+    # marking the whole brain scores a small and a large brain alike over the brain, not over the slice
+    small, large = torch.zeros(1, 1, 4, 4, dtype=torch.bool), torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    small[..., :1, :1] = True
+    both = torch.cat([small, large]).float()
+    over_brain = generalized_mean(both, eps=0.0, region=torch.cat([small, large]))
+    assert torch.allclose(over_brain, torch.ones(2, 1))
+    assert torch.allclose(generalized_mean(both, eps=0.0), torch.tensor([[(1 / 16) ** 0.25], [1.0]]))
+    with pytest.raises(ValueError, match="region must be"):
+        generalized_mean(maps, region=brain[0])
+
+
 def test_deep_mil_loss_by_hand():
     sides, fused = torch.full((2, 3, 4, 5), 0.5), torch.full((2, 1, 4, 5), 0.5)
     sides[1], fused[1] = 0.25, 0.25
@@ -174,8 +192,10 @@ def test_training_on_the_tiny_run_resumes_and_loads(tmp_path, one_thread):
     with torch.no_grad():
         assert net(torch.rand(1, 1, 33, 40)).fused.shape == (1, 1, 33, 40)    # another, odd size
     subset = tiny_preset(**TINY_SETTINGS, **{"swin_mil.batch_size": 4, "swin_mil.epochs": 1,
-                                             "swin_mil.max_train_slices": 4})
+                                             "swin_mil.max_train_slices": 4, "swin_mil.pool_region": "brain"})
     assert train_swin_mil(run, "flair", subset, device="cpu", progress=False).resumed_epochs == 0   # new config
+    with pytest.raises(ValueError, match="pool_region"):
+        train_swin_mil(run, "flair", subset.with_overrides(**{"swin_mil.pool_region": "image"}), device="cpu")
     with pytest.raises(FileNotFoundError, match="train_swin_mil"):
         load_swin_mil(tmp_path / "nowhere", "flair")
 
