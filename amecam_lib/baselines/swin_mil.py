@@ -15,7 +15,10 @@ What Swin-MIL does and what is kept here (the network: :mod:`amecam_lib.models.s
   slices), one grey channel in, sizes scaled by the preset (``preset.swin_mil``); one learning
   rate for all layers with the cosine schedule of every phase (the authors: 1e-5, the side outputs
   a hundredth of it, for fine-tuning); batch and epochs sized by the preset; random flips;
-  optionally a fixed subset of the training slices (``max_train_slices``, the demo's budget).
+  optionally a fixed subset of the training slices (``max_train_slices``); optionally the MIL pooling
+  over the brain pixels only (``pool_region="brain"``, the ``demo`` preset's; Swin-MIL pools over
+  the whole image, right for histopathology where every pixel is tissue, see
+  :mod:`amecam_lib.losses.mil`).
   No validation diagnostic: ``best.pt`` is the last epoch (the authors keep the epoch of best
   validation F1, which needs masks).
 
@@ -45,6 +48,9 @@ from amecam_lib.training import History, fit, load_checkpoint
 
 PHASE = "swin_mil"
 """The phase folder: ``RUN/<modality>/swin_mil/``."""
+
+POOL_REGIONS = ("slice", "brain")
+"""The values of :attr:`~amecam_lib.config.SwinMilConfig.pool_region`."""
 
 NETWORK_FIELDS = ("embed_dim", "depths", "num_heads", "window_size", "patch_size", "mlp_ratio", "side_weights")
 """The :class:`~amecam_lib.config.SwinMilConfig` fields that build the network."""
@@ -110,6 +116,8 @@ def train_swin_mil(run_dir: str | Path, modality: str, preset: Preset, device: s
         ValueError: bad ``preset.swin_mil`` settings (naming the field); errors of ``load_slices``.
     """
     settings = preset.swin_mil
+    if settings.pool_region not in POOL_REGIONS:
+        raise ValueError(f"preset.swin_mil.pool_region must be one of {POOL_REGIONS}, got {settings.pool_region!r}")
     run_device = pick_device(device or "auto")
     train_set: Dataset = training_slices(run_dir, modality, "train", preset)     # images and slice labels only
     labels = np.asarray(train_set.labels)
@@ -125,7 +133,8 @@ def train_swin_mil(run_dir: str | Path, modality: str, preset: Preset, device: s
         if settings.flip:
             images = random_flips(images)
         output = net(images)
-        return deep_mil_loss(output.sides, output.fused, batch_labels, r=settings.pool_exponent)
+        region = images > 0 if settings.pool_region == "brain" else None
+        return deep_mil_loss(output.sides, output.fused, batch_labels, r=settings.pool_exponent, region=region)
 
     config = {"phase": PHASE, "modality": modality, "data": checkpoint_data_config(run_dir, preset),
               "swin_mil": dataclasses.asdict(settings), "seed": preset.seed, "train_slices": int(len(subset)),
