@@ -394,6 +394,52 @@ class LfiCamConfig:
 
 
 @dataclass(frozen=True)
+class SwinMilConfig:
+    """The ``swin_mil`` reference row (paper Table 1 "Swin-MIL (2022)", type WSSS; Qian et al.,
+    "Transformer based multiple instance learning for weakly supervised histopathology image
+    segmentation", MICCAI 2022): a Swin Transformer with a side output per stage, trained from the
+    slice labels only with the generalised-mean MIL loss and deep supervision
+    (:mod:`amecam_lib.models.swin_mil`, :mod:`amecam_lib.losses.mil`, trained by
+    :mod:`amecam_lib.baselines.swin_mil`). Random initial weights (the authors fine-tune an
+    ImageNet Swin-T): see README "Departures".
+
+    Attributes:
+        embed_dim, depths, num_heads, window_size, patch_size, mlp_ratio: the Swin Transformer's
+            (Swin-MIL: Swin-T's first three stages, 96, (2, 2, 6), (3, 6, 12), window 7, patch 4,
+            MLP ratio 4); one side output per stage. Slices are padded with zeros to a multiple of
+            ``patch_size * 2 ** (stages - 1) * window_size`` px.
+        side_weights: the fixed fusion weights of the side outputs (the authors' 0.3, 0.4, 0.3);
+            non-negative, sum 1.
+        pool_exponent: ``r`` of the generalised-mean MIL pooling (the authors' 4).
+        pool_region: the pixels of a slice that the MIL pooling averages: ``"slice"`` (every pixel,
+            Swin-MIL's) or ``"brain"`` (slice > 0 only, ours; see :mod:`amecam_lib.losses.mil`).
+        epochs, batch_size, lr, min_lr, weight_decay: Adam with the cosine schedule of every
+            phase; ``weight_decay`` is the authors' 5e-4; the authors' lr (1e-5, side outputs
+            1e-7) and batch 4 are for fine-tuning a pretrained Swin-T, so ours are larger and one lr.
+        flip: random left-right and front-back flips of each batch while training.
+        max_train_slices: train on at most this many training slices, a fixed random subset
+            (seed ``Preset.seed``, the same share of each class); None: every training slice.
+    """
+
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6)
+    num_heads: tuple[int, ...] = (3, 6, 12)
+    window_size: int = 7
+    patch_size: int = 4
+    mlp_ratio: float = 4.0
+    side_weights: tuple[float, ...] = (0.3, 0.4, 0.3)
+    pool_exponent: float = 4.0
+    pool_region: str = "slice"
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-4
+    min_lr: float = 1e-6
+    weight_decay: float = 5e-4
+    flip: bool = True
+    max_train_slices: int | None = None
+
+
+@dataclass(frozen=True)
 class EvaluationConfig:
     """CAM -> mask -> scores (paper Sec. 2 end, 3.2; DenseCRF of Kraehenbuehl and Koltun 2011).
 
@@ -430,7 +476,7 @@ class EvaluationConfig:
     batch_size: int = 32
     methods: tuple[str, ...] = (
         "ame_cam_crf", "ame_cam", "avg_me", "m_f", "exit1", "exit2", "exit3", "exit4", "exit2_3",
-        "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "intensity", "avg_me_c2am", "lfi_cam", "unet_fsl",
+        "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "swin_mil", "intensity", "avg_me_c2am", "lfi_cam", "unet_fsl",
         "cf_ul", "cf_fsl",
     )
 
@@ -501,9 +547,10 @@ class Preset:
     lfi_cam: LfiCamConfig = field(default_factory=LfiCamConfig)
     cf_ul: CfUlConfig = field(default_factory=CfUlConfig)
     cf_fsl: CfFslConfig = field(default_factory=CfFslConfig)
+    swin_mil: SwinMilConfig = field(default_factory=SwinMilConfig)
 
     PHASES = ("data", "pretrain", "multi_exit", "aggregation", "evaluation", "compute", "unet_fsl", "c2am_refine",
-              "lfi_cam", "cf_ul", "cf_fsl")
+              "lfi_cam", "cf_ul", "cf_fsl", "swin_mil")
 
     def with_overrides(self, **overrides) -> "Preset":
         """Return a copy with the named fields replaced.
@@ -613,6 +660,15 @@ def _demo() -> Preset:
         # training patients, train-slice Dice 0.73, and predicts almost nothing on the val patient).
         cf_ul=CfUlConfig(channels=(8, 8, 16, 32, 64, 8), epochs=2, batch_size=16, lr=3e-3, patch_size=(96, 96)),
         cf_fsl=CfFslConfig(channels=(8, 8, 16, 32, 64, 8), epochs=2, batch_size=16, lr=3e-3, patch_size=(96, 96)),
+        # Swin-MIL from scratch, one block per stage, 8 px patches and 6 x 6 windows (slices padded to
+        # 192 x 192), 8 epochs of batch 8 on every training slice (479 FLAIR slices): measured 45 s wall with one
+        # thread (5.2-6.4 s per epoch, load 2-3 from other jobs); with 2 threads the epochs without contention
+        # took 3.8-5.9 s (about 30-45 s in all), the others 10-40x longer. MIL pooling over the brain
+        # only, so that "brain = tumour" (scoring a slice by its brain area) cannot fit the labels: (val masks)
+        # the val patient's Dice without gating, 0.279 / 0.297 (slice, seeds 0 / 1) -> 0.352 / 0.317 (brain).
+        # Patch 4 px (0.248-0.268: the whole brain marked) and 12 epochs (0.299) were worse.
+        swin_mil=SwinMilConfig(embed_dim=32, depths=(1, 1, 1), num_heads=(1, 2, 4), window_size=6, patch_size=8,
+                               pool_region="brain", epochs=8, batch_size=8, lr=1e-3),
     )
 
 
@@ -631,6 +687,9 @@ def _smoke() -> Preset:
         lfi_cam=LfiCamConfig(epochs=1, batch_size=32, lr=1e-3, fin_hidden=8),
         cf_ul=CfUlConfig(channels=(4, 4, 8, 16, 32, 4), epochs=1, batch_size=32, lr=3e-3),
         cf_fsl=CfFslConfig(channels=(4, 4, 8, 16, 32, 4), epochs=1, batch_size=32, lr=3e-3),
+        # 64 x 77 slices padded to 64 x 96 (multiples of 4 px * 2 ** 2 * window 2).
+        swin_mil=SwinMilConfig(embed_dim=8, depths=(1, 1, 1), num_heads=(1, 2, 4), window_size=2, epochs=1,
+                               batch_size=32, lr=1e-3),
     )
 
 

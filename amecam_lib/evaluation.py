@@ -93,7 +93,7 @@ VOLUME_COLUMNS: tuple[str, ...] = ("modality", "method", "case_id", "dice", "iou
                                    "true_voxels")
 """Columns of ``RUN/results_3d.csv``: one row per modality, method and test patient."""
 
-# Paper numbers (Chen et al., MICCAI 2023): Table 1 (Grad-CAM, ScoreCAM, LFI-CAM, LayerCAM, AME-CAM, the
+# Paper numbers (Chen et al., MICCAI 2023): Table 1 (Grad-CAM, ScoreCAM, LFI-CAM, LayerCAM, Swin-MIL, AME-CAM, the
 # fully supervised Opt. U-net beside ``unet_fsl``, and C&F unsupervised / supervised beside ``cf_ul`` /
 # ``cf_fsl``, per modality), Table 2 (T1: Avg. ME, Avg. ME + C2AM),
 # Table 3 (T1-CE: single exits, M2 + M3). (mean, std) pairs.
@@ -104,6 +104,7 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
         "score_cam": {"dice": (0.296, 0.128), "iou": (0.181, 0.089), "hd95": (60.302, 14.110)},
         "lfi_cam": {"dice": (0.568, 0.167), "iou": (0.414, 0.152), "hd95": (23.939, 25.609)},
         "layer_cam": {"dice": (0.571, 0.170), "iou": (0.419, 0.161), "hd95": (23.335, 27.369)},
+        "swin_mil": {"dice": (0.477, 0.170), "iou": (0.330, 0.147), "hd95": (46.468, 30.408)},
         "ame_cam_crf": {"dice": (0.631, 0.119), "iou": (0.471, 0.119), "hd95": (21.813, 18.219)},
         "avg_me": {"dice": (0.617, 0.121), "iou": (0.457, 0.121), "hd95": (23.603, 20.572)},
         "avg_me_c2am": {"dice": (0.484, 0.256), "iou": (0.354, 0.207), "hd95": (69.242, 121.163)},
@@ -116,6 +117,7 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
         "score_cam": {"dice": (0.397, 0.189), "iou": (0.267, 0.163), "hd95": (46.834, 22.093)},
         "lfi_cam": {"dice": (0.121, 0.120), "iou": (0.069, 0.076), "hd95": (136.246, 38.619)},
         "layer_cam": {"dice": (0.510, 0.209), "iou": (0.367, 0.180), "hd95": (29.850, 45.877)},
+        "swin_mil": {"dice": (0.460, 0.169), "iou": (0.314, 0.140), "hd95": (46.996, 22.821)},
         "ame_cam_crf": {"dice": (0.695, 0.095), "iou": (0.540, 0.108), "hd95": (18.129, 12.335)},
         "exit1": {"dice": (0.144, 0.184), "iou": (0.090, 0.130), "hd95": (74.249, 62.669)},
         "exit2": {"dice": (0.500, 0.231), "iou": (0.363, 0.196), "hd95": (43.762, 85.703)},
@@ -131,6 +133,7 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
         "score_cam": {"dice": (0.530, 0.184), "iou": (0.382, 0.174), "hd95": (28.611, 11.596)},
         "lfi_cam": {"dice": (0.673, 0.173), "iou": (0.531, 0.186), "hd95": (18.165, 10.475)},
         "layer_cam": {"dice": (0.624, 0.178), "iou": (0.476, 0.173), "hd95": (23.978, 44.323)},
+        "swin_mil": {"dice": (0.437, 0.149), "iou": (0.290, 0.117), "hd95": (38.006, 30.000)},
         "ame_cam_crf": {"dice": (0.721, 0.086), "iou": (0.571, 0.101), "hd95": (14.940, 8.736)},
         "unet_fsl": {"dice": (0.884, 0.064), "iou": (0.798, 0.098), "hd95": (8.349, 9.125)},
         "cf_ul": {"dice": (0.230, 0.089), "iou": (0.133, 0.058), "hd95": (76.256, 13.192)},
@@ -141,6 +144,7 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
         "score_cam": {"dice": (0.432, 0.209), "iou": (0.299, 0.178), "hd95": (39.385, 17.182)},
         "lfi_cam": {"dice": (0.161, 0.192), "iou": (0.102, 0.140), "hd95": (125.749, 45.582)},
         "layer_cam": {"dice": (0.652, 0.206), "iou": (0.515, 0.210), "hd95": (22.055, 33.959)},
+        "swin_mil": {"dice": (0.272, 0.115), "iou": (0.163, 0.079), "hd95": (41.870, 19.231)},
         "ame_cam_crf": {"dice": (0.862, 0.088), "iou": (0.767, 0.122), "hd95": (8.664, 6.440)},
         "unet_fsl": {"dice": (0.914, 0.058), "iou": (0.847, 0.093), "hd95": (8.093, 11.879)},
         "cf_ul": {"dice": (0.306, 0.190), "iou": (0.199, 0.167), "hd95": (75.651, 14.214)},

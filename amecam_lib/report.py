@@ -46,6 +46,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 TABLE1_METHODS: tuple[tuple[str, str], ...] = (
     ("grad_cam", "Grad-CAM"), ("score_cam", "ScoreCAM"), ("lfi_cam", "LFI-CAM"), ("layer_cam", "LayerCAM"),
+    ("swin_mil", "Swin-MIL"),
     ("ame_cam_crf", "AME-CAM (+ DenseCRF)"), ("ame_cam", "AME-CAM without CRF (not in the paper's table)"),
     ("cf_ul", "UL: C&F, a U-Net on the Chan-Vese energy, no label (paper: UL C&F)"),
     ("cf_fsl", "FSL: C&F with the training masks (paper: FSL C&F)"),

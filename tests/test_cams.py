@@ -21,6 +21,7 @@ from amecam_lib.baselines.unet_fsl import unet_network
 from amecam_lib.models.attention import AttentionNet
 from amecam_lib.models.c2am_head import ClassAgnosticHead
 from amecam_lib.models.lfi_cam import LfiCamNet
+from amecam_lib.models.swin_mil import SwinMilNet
 from amecam_lib.models.multi_exit import ExitOutput, MultiExitResNet, upsample_maps
 
 SIZE = 32
@@ -36,10 +37,11 @@ def cams():
 
 def tiny_references() -> dict:
     """Untrained reference networks: a tiny MONAI U-Net (unet_fsl), C2AM's head (avg_me_c2am) and
-    LFI-CAM's network with a narrow FIN (lfi_cam), C&F's U-Nets (cf_ul, cf_fsl)."""
+    LFI-CAM's network with a narrow FIN (lfi_cam), C&F's U-Nets (cf_ul, cf_fsl) and a tiny Swin-MIL (swin_mil)."""
     torch.manual_seed(2)
     return {"unet_fsl": unet_network((2, 2, 2, 2, 2, 2)), "c2am_head": ClassAgnosticHead(256 + 512),
             "lfi_cam": LfiCamNet(fin_hidden=4),
+            "swin_mil": SwinMilNet(embed_dim=4, depths=(1, 1, 1), num_heads=(1, 1, 1), window_size=2, patch_size=2),
             "cf_ul": ActiveContourUNet((2, 2, 2, 2, 2, 2)), "cf_fsl": ActiveContourUNet((2, 2, 2, 2, 2, 2))}
 
 
@@ -90,7 +92,7 @@ def test_brain_restriction_applies_to_every_method(images):
     outside = (images[:, 0] == 0).numpy()
     for name, cam in maps.items():
         assert (cam[outside] == 0).all(), name
-        if REGISTRY[name].network is not None:     # unet_fsl's probability, avg_me_c2am's (avg_me + P) / 2:
+        if REGISTRY[name].network is not None:     # unet_fsl / swin_mil probability, (avg_me + P) / 2:
             continue                               # in [0, 1] but not min-max normalised (the 0.5 decision)
         for index in range(len(cam)):     # normalised over the brain: min 0 and max 1 there (or constant 0:
             inside = cam[index][~outside[index]]    # exit 4 is 1 x 1 px at 32 px, all zeros after n(.))

@@ -13,7 +13,8 @@ from amecam_lib.cams.registry import (CRF_METHODS, GRADIENT_METHODS, METHODS, RE
 
 def test_the_stable_names_in_table_order():
     assert METHODS == ("ame_cam_crf", "ame_cam", "avg_me", "m_f", "exit1", "exit2", "exit3", "exit4", "exit2_3",
-                       "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "intensity", "avg_me_c2am", "lfi_cam",
+                       "grad_cam", "layer_cam", "layer_cam_last", "score_cam", "swin_mil", "intensity", "avg_me_c2am",
+                       "lfi_cam",
                        "unet_fsl", "cf_ul", "cf_fsl")
 
 
@@ -26,6 +27,7 @@ def test_paper_types_and_reference_networks():
     assert reference_networks(["unet_fsl", "avg_me_c2am", "bogus"]) == {"unet_fsl", "c2am_head"}
     assert SUPERVISION["lfi_cam"] == "WSSS" and reference_networks(["lfi_cam"]) == {"lfi_cam"}
     assert reference_networks(["cf_ul", "cf_fsl"]) == {"cf_ul", "cf_fsl"}
+    assert SUPERVISION["swin_mil"] == "WSSS" and reference_networks(["swin_mil"]) == {"swin_mil"}
 
 
 def test_each_name_is_a_method_of_that_name():

@@ -90,7 +90,7 @@ def two_processes(tmp_path_factory, one_thread_module):
     preset = tiny_preset()
     for exits in ((1, 2, 3, 4), (2, 3)):
         train_attention(run, "flair", preset, exits=exits, device="cpu", progress=False)
-    train_reference_networks(run, "flair", preset, device="cpu", progress=False)   # unet_fsl, avg_me_c2am
+    train_reference_networks(run, "flair", preset, device="cpu", progress=False)   # unet_fsl, avg_me_c2am, swin_mil
     shutil.copytree(run, root / "run_two")
     out = root / "out"
     out.mkdir()

@@ -102,7 +102,7 @@ def trained_run(sliced_run, tmp_path_factory):
         config={"multi_exit": dataclasses.asdict(preset.multi_exit)}, device="cpu", progress=False)
     histories = {exits: train_attention(run, "flair", preset, exits=exits, device="cpu", progress=False)
                  for exits in [(1, 2, 3, 4), (2, 3)]}
-    train_reference_networks(run, "flair", preset, device="cpu", progress=False)       # unet_fsl, avg_me_c2am, cf_ul, cf_fsl
+    train_reference_networks(run, "flair", preset, device="cpu", progress=False)       # unet_fsl, avg_me_c2am, cf_ul, cf_fsl, swin_mil
     return run, preset, histories
 
 
@@ -464,7 +464,7 @@ def test_every_phase_runs_on_a_non_square_crop_run(crop_run):
     train_multi_exit(run, "flair", preset, device="cpu", progress=False)
     for exits in [(1, 2, 3, 4), (2, 3)]:
         train_attention(run, "flair", preset, exits=exits, device="cpu", progress=False)
-    train_reference_networks(run, "flair", preset, device="cpu", progress=False)       # unet_fsl, avg_me_c2am, cf_ul, cf_fsl
+    train_reference_networks(run, "flair", preset, device="cpu", progress=False)       # unet_fsl, avg_me_c2am, cf_ul, cf_fsl, swin_mil
     # every method but Score-CAM (seconds per slice; its non-square maps: test_cams_score_cam.py)
     methods = [m for m in preset.evaluation.methods if m != "score_cam"]
     result = evaluate(run, "flair", preset, methods=methods, device="cpu", progress=False, data_dir=root)

@@ -6,9 +6,12 @@
     lfi_cam.py      LFI-CAM's network, trained on slice labels (paper Table 1, WSSS; Lee et al. 2021)
     cf.py           C&F's Chan-Vese U-Nets: cf_ul (no label) and cf_fsl (+ the training masks)
                     (paper Table 1, UL / FSL C&F; Chen and Frey 2020)
+    swin_mil.py     Swin-MIL from the slice labels: timm Swin blocks, side outputs, MIL loss
+                    (paper Table 1, WSSS, Swin-MIL; Qian et al. 2022)
 
 Their maps are CAM methods like the others (:mod:`amecam_lib.cams.unet_fsl`,
-:mod:`amecam_lib.cams.avg_me_c2am`, :mod:`amecam_lib.cams.lfi_cam`, :mod:`amecam_lib.cams.cf`); this package
+:mod:`amecam_lib.cams.avg_me_c2am`, :mod:`amecam_lib.cams.lfi_cam`, :mod:`amecam_lib.cams.cf`,
+:mod:`amecam_lib.cams.swin_mil`); this package
 trains and loads the networks they read.
 :func:`train_reference_networks` trains what a list of methods needs; :func:`load_reference_networks`
 loads it for :class:`~amecam_lib.cams.CamMethods` (``references=``).
@@ -36,6 +39,7 @@ REFERENCE_PHASES: dict[str, tuple[str, str, str]] = {
     "lfi_cam": ("lfi_cam", "train_lfi_cam", "load_lfi_cam"),
     "cf_ul": ("cf", "train_cf_ul", "load_cf_ul"),
     "cf_fsl": ("cf", "train_cf_fsl", "load_cf_fsl"),
+    "swin_mil": ("swin_mil", "train_swin_mil", "load_swin_mil"),
 }
 
 

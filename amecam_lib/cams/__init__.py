@@ -15,6 +15,7 @@ pytorch-grad-cam)::
     intensity.py      intensity: the slice itself, min-max normalised (no network; type UL)
     avg_me_c2am.py    avg_me_c2am: avg_me refined by C2AM's class-agnostic map  (Table 2, "Avg. ME + C2AM")
     lfi_cam.py        lfi_cam: LFI-CAM's learned attention map (Table 1, "LFI-CAM (2021)")
+    swin_mil.py       swin_mil: Swin-MIL's fused instance probability, a network of its own  (Table 1, WSSS)
     unet_fsl.py       unet_fsl: a fully supervised U-Net's probability, the ceiling (Table 1, FSL)
     cf.py             cf_ul, cf_fsl: C&F's Chan-Vese U-Net, without / with masks (Table 1, UL / FSL C&F)
     registry.py       name -> method object; METHODS, CRF_METHODS
@@ -22,7 +23,7 @@ pytorch-grad-cam)::
 
 Names (stable; used in ``results.csv``): ``ame_cam_crf`` (the ``ame_cam`` map; the evaluation
 refines its mask with DenseCRF), ``ame_cam``, ``avg_me``, ``m_f``, ``exit1``..``exit4``, ``exit2_3``,
-``grad_cam``, ``layer_cam``, ``layer_cam_last``, ``score_cam``, ``intensity``, ``avg_me_c2am``,
+``grad_cam``, ``layer_cam``, ``layer_cam_last``, ``score_cam``, ``swin_mil``, ``intensity``, ``avg_me_c2am``,
 ``lfi_cam``, ``unet_fsl``, ``cf_ul``, ``cf_fsl`` (each method's paper type, WSSS / UL / FSL:
 :data:`SUPERVISION`). The baselines run through pytorch-grad-cam on a wrapper returning the tumour
 logit of exit 4 (the classifier's last exit), target ``ClassifierOutputTarget(0)``.
@@ -76,7 +77,7 @@ class CamMethods:
         eval_config: ``EvaluationConfig`` (``restrict_to_brain``, ``score_cam_batch_size``).
         references: the trained reference networks by name (``"unet_fsl"`` for ``unet_fsl``,
             ``"c2am_head"`` for ``avg_me_c2am``, ``"lfi_cam"`` for ``lfi_cam``, ``"cf_ul"`` / ``"cf_fsl"``
-            for the C&F rows;
+            for the C&F rows, ``"swin_mil"`` for ``swin_mil``;
             :func:`amecam_lib.baselines.load_reference_networks`).
 
     Raises:

@@ -42,7 +42,7 @@ class CamNetworks:
         score_cam_batch_size: masked slices per forward in Score-CAM's channel scoring (speed only).
         references: other trained networks by name, for the reference rows: ``"unet_fsl"`` (the
             fully supervised U-Net), ``"c2am_head"`` (C2AM's class-agnostic head), ``"lfi_cam"``
-            (LFI-CAM's network, :class:`~amecam_lib.models.lfi_cam.LfiCamNet`); ``None``
+            (LFI-CAM's network, :class:`~amecam_lib.models.lfi_cam.LfiCamNet`), ``"swin_mil"`` (Swin-MIL), ``"cf_ul"``, ``"cf_fsl"``; ``None``
             values are skipped. Moved to the model's device, eval mode.
 
     Attributes:
@@ -65,7 +65,7 @@ class CamNetworks:
             for name, network in (references or {}).items() if network is not None}
 
     def reference(self, name: str) -> nn.Module:
-        """The trained reference network ``name`` (``"unet_fsl"``, ``"c2am_head"``, ``"lfi_cam"``).
+        """The trained reference network ``name`` (``"unet_fsl"``, ``"c2am_head"``, ``"lfi_cam"``, ``"swin_mil"``, ``"cf_ul"``, ``"cf_fsl"``).
 
         Raises:
             ValueError: none was given (the message says which phase trains it).

@@ -1,5 +1,5 @@
 """Every CAM method by its stable name (the names used in ``results.csv``), and the reference rows
-beside them (``avg_me_c2am``, paper Table 2; ``lfi_cam``, Table 1's LFI-CAM baseline; ``unet_fsl``,
+beside them (``avg_me_c2am``, paper Table 2; ``lfi_cam``, Table 1's LFI-CAM baseline; ``swin_mil``, Table 1's Swin-MIL; ``unet_fsl``,
 the fully supervised ceiling of Table 1; ``cf_ul`` and ``cf_fsl``, Table 1's C&F rows, unsupervised and
 supervised).
 
@@ -23,6 +23,7 @@ from amecam_lib.cams.layer_cam import LayerCam, LayerCamLast
 from amecam_lib.cams.lfi_cam import LfiCam
 from amecam_lib.cams.m_f import FusedMap
 from amecam_lib.cams.score_cam import ScoreCam
+from amecam_lib.cams.swin_mil import SwinMil
 from amecam_lib.cams.unet_fsl import UnetFsl
 
 _AME_CAM = AmeCam("ame_cam", exits=ALL_EXITS)
@@ -41,6 +42,7 @@ REGISTRY: dict[str, CamMethod] = {
     "layer_cam": LayerCam(),
     "layer_cam_last": LayerCamLast(),
     "score_cam": ScoreCam(),
+    "swin_mil": SwinMil(),
     "intensity": Intensity(),
     "avg_me_c2am": AverageExitsC2am(),
     "lfi_cam": LfiCam(),
@@ -71,7 +73,8 @@ SUPERVISION: dict[str, str] = {name: method.supervision for name, method in REGI
 
 def reference_networks(names) -> set[str]:
     """The trained reference networks (beyond the classifier and the attention networks) that the
-    methods ``names`` need, e.g. ``{"unet_fsl"}`` for ``("ame_cam", "unet_fsl")``. Unknown names
+    methods ``names`` need, e.g. ``{"unet_fsl"}`` for ``("ame_cam", "unet_fsl")``, ``{"swin_mil"}`` for
+    ``("swin_mil",)``. Unknown names
     are ignored."""
     return {REGISTRY[name].network for name in names if name in REGISTRY and REGISTRY[name].network is not None}
 
