@@ -310,7 +310,7 @@ class CfUlConfig:
         area_weight: Chan-Vese's ``nu``, the weight of the inside's area (C&F's training script: 0.0005).
         length_weight: Chan-Vese's ``mu``, the weight of the contour's length (C&F's unsupervised loss: 0).
         max_slices: train on this many of the training slices (a fixed random subset, seeded by
-            the preset's seed), or None: all of them.
+            the preset's seed: :func:`amecam_lib.phases.slice_subset`), or None: all of them.
     """
 
     channels: tuple[int, ...] = (32, 32, 64, 128, 256, 32)
@@ -378,7 +378,7 @@ class LfiCamConfig:
             for ResNet-18), the authors'.
         augment, crop_scale: the multi-exit network's batch augmentation (``MRIAugment``).
         max_train_slices: train on this many training slices, drawn once at random (seeded by
-            ``Preset.seed``, slice labels only); None = every training slice.
+            ``Preset.seed``: :func:`amecam_lib.phases.slice_subset`); None = every training slice.
     """
 
     epochs: int = 10
@@ -418,7 +418,8 @@ class SwinMilConfig:
             1e-7) and batch 4 are for fine-tuning a pretrained Swin-T, so ours are larger and one lr.
         flip: random left-right and front-back flips of each batch while training.
         max_train_slices: train on at most this many training slices, a fixed random subset
-            (seed ``Preset.seed``, the same share of each class); None: every training slice.
+            (seed ``Preset.seed``, the same share of each class: :func:`amecam_lib.phases.slice_subset`);
+            None: every training slice.
     """
 
     embed_dim: int = 96

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, WeightedRandomSampler
 
 from amecam_lib import distributed
 from amecam_lib.atomic import write_text
@@ -431,6 +431,65 @@ def training_slices(run_dir: str | Path, modality: str, split: str, preset: Pres
     if lazy_slices(preset):
         return SliceDataset.from_run(run_dir, modality, split, exclude_ambiguous=exclude)
     return SliceDataset(load_slices(run_dir, modality, split, exclude_ambiguous=exclude, with_masks=False))
+
+
+def slice_subset(dataset: Dataset, max_slices: int | None, seed: int, labels=None,
+                 name: str = "max_slices") -> Dataset:
+    """At most ``max_slices`` of a training set's slices, drawn once without replacement, for the
+    baselines that train on a fixed subset in a short preset (``lfi_cam``, ``swin_mil``, ``cf_ul``,
+    ``cf_fsl``).
+
+    The draw is a ``torch.Generator`` seeded with ``seed``, so the same seed gives the same slices
+    on any machine. With ``labels`` (one 0/1 slice label per item) it is stratified by class:
+    the tumour slices get ``round(max_slices * share)`` (at least one, and at least one normal slice
+    left when there are normal slices), the normal slices the rest, so exactly ``max_slices`` are
+    kept; without, a plain random draw. The indices are sorted (case, then z, as in the dataset).
+
+    Args:
+        dataset: any map-style dataset of ``N`` slices.
+        max_slices: the number of slices to keep; None or ``>= N``: all of them.
+        seed: the draw's seed (``preset.seed``).
+        labels: optional ``(N,)`` 0/1 slice labels (int or bool).
+        name: the setting's name, for the error message (e.g. ``"preset.swin_mil.max_train_slices"``).
+
+    Returns:
+        ``dataset`` itself when nothing is dropped; otherwise a :class:`~torch.utils.data.Subset`
+        with a ``labels`` list when ``labels`` was given or ``dataset`` has ``labels``.
+
+    Raises:
+        ValueError: ``max_slices`` < 1 (< 2 with ``labels``: one slice per class), or ``labels`` not of
+            length ``N`` or not 0/1 (naming ``name``).
+    """
+    size = len(dataset)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (size,) or not np.isin(labels, (0, 1)).all():
+            raise ValueError(f"{name}: labels must be {size} values in {{0, 1}}, got shape {labels.shape}")
+        labels = labels.astype(np.int64)
+    least = 1 if labels is None else 2
+    if max_slices is not None and max_slices < least:
+        raise ValueError(f"{name} must be >= {least} or None, got {max_slices}")
+    if max_slices is None or max_slices >= size:
+        return dataset
+    generator = torch.Generator().manual_seed(int(seed))
+    if labels is None:
+        indices = torch.randperm(size, generator=generator)[:max_slices].tolist()
+    else:
+        tumour, normal = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+        take_tumour = max(1, round(max_slices * len(tumour) / size)) if len(tumour) else 0
+        if len(normal):
+            take_tumour = min(take_tumour, max_slices - 1)                 # leave room for one normal slice
+        take_tumour = min(take_tumour, len(tumour))
+        indices = []
+        for members, take in ((tumour, take_tumour), (normal, min(len(normal), max_slices - take_tumour))):
+            order = torch.randperm(len(members), generator=generator)[:take]
+            indices += members[order.numpy()].tolist()
+    indices = sorted(int(index) for index in indices)
+    subset = Subset(dataset, indices)
+    source = labels if labels is not None else getattr(dataset, "labels", None)
+    if source is not None:
+        subset.labels = [source[index] for index in indices]
+    return subset
 
 
 def lazy_slices(preset: Preset) -> bool:

@@ -15,7 +15,7 @@ from torch import nn
 
 from _hand_nets import FixedExitsNet
 from _tiny_run import one_thread, tiny_preset, tiny_run  # noqa: F401  (fixture)
-from amecam_lib.baselines.lfi_cam import lfi_cam_loss, load_lfi_cam, train_lfi_cam, training_subset
+from amecam_lib.baselines.lfi_cam import lfi_cam_loss, load_lfi_cam, train_lfi_cam
 from amecam_lib.cams.base import CamBatch, CamNetworks
 from amecam_lib.cams.lfi_cam import LfiCam
 from amecam_lib.config import PretrainConfig
@@ -172,27 +172,6 @@ def test_missing_network_is_named():
 
 
 # --- the training phase ------------------------------------------------------------------------------------
-
-def test_training_subset_is_seeded_sorted_and_keeps_labels():
-    class Slices(torch.utils.data.Dataset):
-        labels = [index % 2 for index in range(10)]
-
-        def __len__(self):
-            return 10
-
-        def __getitem__(self, index):
-            return torch.full((1, 2, 2), float(index)), self.labels[index]
-
-    dataset = Slices()
-    assert training_subset(dataset, None, 0) is dataset and training_subset(dataset, 10, 0) is dataset
-    subset = training_subset(dataset, 4, seed=5)
-    assert len(subset) == 4 and list(subset.indices) == sorted(subset.indices)
-    assert list(subset.indices) == list(training_subset(dataset, 4, seed=5).indices)
-    assert subset.labels == [index % 2 for index in subset.indices]
-    assert int(subset[0][0][0, 0, 0]) == subset.indices[0]
-    with pytest.raises(ValueError, match="max_train_slices"):
-        training_subset(dataset, 0, 0)
-
 
 def test_training_on_the_tiny_run_starts_from_supcon_resumes_and_loads(tmp_path, one_thread):
     run = tiny_run(tmp_path)

@@ -17,7 +17,7 @@ from torch import nn
 
 from _hand_nets import FixedExitsNet
 from _tiny_run import one_thread, tiny_preset, tiny_run  # noqa: F401  (fixture)
-from amecam_lib.baselines.swin_mil import load_swin_mil, slice_subset, train_swin_mil
+from amecam_lib.baselines.swin_mil import load_swin_mil, train_swin_mil
 from amecam_lib.cams.base import CamBatch, CamNetworks
 from amecam_lib.cams.swin_mil import SwinMil
 from amecam_lib.losses.mil import deep_mil_loss, generalized_mean
@@ -166,17 +166,6 @@ def test_the_map_is_the_fused_probability_as_it_is_and_zero_outside_the_brain():
 def test_missing_network_is_named():
     with pytest.raises(ValueError, match="no 'swin_mil' network"):
         SwinMil()(CamBatch(torch.rand(1, 1, 2, 2), CamNetworks(FixedExitsNet([torch.zeros(1, 1)]))))
-
-
-def test_slice_subset_keeps_each_class_share():
-    labels = np.array([1, 0, 0, 1, 0, 0, 0, 0])                    # 2 tumour, 6 normal
-    chosen = slice_subset(labels, 4, seed=0)                      # 4 * 2/8 = 1 tumour, 4 * 6/8 = 3 normal
-    assert len(chosen) == 4 and len(set(chosen.tolist())) == 4 and list(chosen) == sorted(chosen)
-    assert labels[chosen].sum() == 1
-    assert list(slice_subset(labels, None, 0)) == list(range(8)) == list(slice_subset(labels, 8, 0))
-    assert list(slice_subset(labels, 4, seed=3)) == list(slice_subset(labels, 4, seed=3))        # fixed by the seed
-    with pytest.raises(ValueError, match="max_train_slices"):
-        slice_subset(labels, 1, 0)
 
 
 @pytest.mark.filterwarnings("ignore:.*was made with another config")

@@ -241,3 +241,47 @@ def test_a_multi_exit_network_started_from_other_pretrained_weights_is_not_resum
     with pytest.warns(UserWarning, match="another config.*weights_sha256"):
         history = train_multi_exit(run, "flair", preset, device="cpu", progress=False)
     assert history.resumed_epochs == 0
+
+
+# --- slice_subset: the fixed training subset of the baselines ----------------------------------------------
+
+class _NumberedSlices(torch.utils.data.Dataset):
+    """Slice i is a 1 x 2 x 2 image filled with i; labels 1 at 0 and 3, else 0 (2 tumour, 6 normal)."""
+    labels = [1, 0, 0, 1, 0, 0, 0, 0]
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        return torch.full((1, 2, 2), float(index)), self.labels[index]
+
+
+def test_slice_subset_keeps_all_or_draws_a_seeded_sorted_subset_with_labels():
+    from amecam_lib.phases import slice_subset
+    dataset = _NumberedSlices()
+    assert slice_subset(dataset, None, 0) is dataset and slice_subset(dataset, 8, 0) is dataset
+    assert slice_subset(dataset, 100, 0) is dataset
+    subset = slice_subset(dataset, 3, seed=5)
+    assert len(subset) == 3 and list(subset.indices) == sorted(set(subset.indices))
+    assert list(subset.indices) == list(slice_subset(dataset, 3, seed=5).indices)   # fixed by the seed
+    assert subset.labels == [dataset.labels[index] for index in subset.indices]
+    assert [int(subset[i][0][0, 0, 0]) for i in range(3)] == list(subset.indices)   # the items are those slices
+    with pytest.raises(ValueError, match="preset.cf_ul.max_slices must be >= 1"):
+        slice_subset(dataset, 0, 0, name="preset.cf_ul.max_slices")
+
+
+def test_slice_subset_with_labels_keeps_each_class_share():
+    from amecam_lib.phases import slice_subset
+    dataset = _NumberedSlices()
+    for seed in range(5):
+        # 4 of 8: round(4 * 2/8) = 1 tumour slice, round(4 * 6/8) = 3 normal ones
+        subset = slice_subset(dataset, 4, seed, labels=dataset.labels)
+        assert len(subset) == 4 and sum(subset.labels) == 1
+        # 2 of 8: round(2 * 2/8) = round(0.5) = 0, but each class present keeps one slice: 1 + 1
+        assert sorted(slice_subset(dataset, 2, seed, labels=dataset.labels).labels) == [0, 1]
+        # 7 of 8: round(7 * 2/8) = 2 tumour (all of them), 5 normal
+        assert sorted(slice_subset(dataset, 7, seed, labels=dataset.labels).labels) == [0] * 5 + [1] * 2
+    with pytest.raises(ValueError, match="max_train_slices must be >= 2"):
+        slice_subset(dataset, 1, 0, labels=dataset.labels, name="preset.swin_mil.max_train_slices")
+    with pytest.raises(ValueError, match="labels must be 8 values"):
+        slice_subset(dataset, 4, 0, labels=[0, 1, 2, 0, 0, 0, 0, 0])

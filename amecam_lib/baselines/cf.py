@@ -57,8 +57,8 @@ from amecam_lib.config import MODALITIES, CfFslConfig, CfUlConfig, Preset
 from amecam_lib.device import pick_device, seed_everything
 from amecam_lib.equations import brain_region
 from amecam_lib.losses.acwe import acwe_loss, active_contour_label_loss
-from amecam_lib.phases import (checkpoint_data_config, fit_compute_settings, image_batch, phase_dir, training_loader,
-                               training_slices)
+from amecam_lib.phases import (checkpoint_data_config, fit_compute_settings, image_batch, phase_dir, slice_subset,
+                               training_loader, training_slices)
 from amecam_lib.slices import read_training_masks_for_fully_supervised
 from amecam_lib.training import History, fit, load_checkpoint
 
@@ -116,16 +116,6 @@ def slice_minmax(images: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 def _check_modality(modality: str) -> None:
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-
-
-def _slice_subset(dataset: Dataset, max_slices: int | None, seed: int) -> Dataset:
-    """The first ``max_slices`` of a fixed random permutation (seeded by ``seed``) of the slices, or all."""
-    if max_slices is None or max_slices >= len(dataset):
-        return dataset
-    if max_slices < 1:
-        raise ValueError(f"max_slices must be >= 1 or None, got {max_slices}")
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    return Subset(dataset, sorted(order[:max_slices].tolist()))
 
 
 def _evenly_spaced(dataset: Dataset, count: int) -> Dataset:
@@ -229,7 +219,7 @@ def train_cf_ul(run_dir: str | Path, modality: str, preset: Preset, device: str 
     settings = preset.cf_ul
     run_device = pick_device(device or "auto")
     train_set = training_slices(run_dir, modality, "train", preset, exclude_ambiguous=False)   # no mask
-    dataset = _slice_subset(train_set, settings.max_slices, preset.seed)
+    dataset = slice_subset(train_set, settings.max_slices, preset.seed, name="preset.cf_ul.max_slices")
     seed_everything(preset.seed)
     model = ActiveContourUNet(settings.channels, settings.norm)
 
@@ -270,8 +260,8 @@ def train_cf_fsl(run_dir: str | Path, modality: str, preset: Preset, device: str
     settings = preset.cf_fsl
     run_device = pick_device(device or "auto")
     train = read_training_masks_for_fully_supervised(run_dir, modality, exclude_ambiguous=False)
-    dataset = _slice_subset(TensorDataset(torch.from_numpy(train.images), torch.from_numpy(train.masks[:, None])),
-                            settings.max_slices, preset.seed)
+    dataset = slice_subset(TensorDataset(torch.from_numpy(train.images), torch.from_numpy(train.masks[:, None])),
+                           settings.max_slices, preset.seed, name="preset.cf_fsl.max_slices")
     seed_everything(preset.seed)
     model = ActiveContourUNet(settings.channels, settings.norm)
 

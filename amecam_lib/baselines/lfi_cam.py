@@ -32,7 +32,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Subset
 
 from amecam_lib import distributed
 from amecam_lib.augment import MRIAugment
@@ -41,7 +40,8 @@ from amecam_lib.device import pick_device, seed_everything
 from amecam_lib.fingerprints import tensors_sha256
 from amecam_lib.models.lfi_cam import LfiCamNet
 from amecam_lib.models.projection import load_pretrained_backbone
-from amecam_lib.phases import checkpoint_data_config, fit_compute_settings, phase_dir, training_loader, training_slices
+from amecam_lib.phases import (checkpoint_data_config, fit_compute_settings, phase_dir, slice_subset, training_loader,
+                               training_slices)
 from amecam_lib.training import History, fit, load_checkpoint
 
 PHASE = "lfi_cam"
@@ -72,25 +72,6 @@ def lfi_cam_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, targets)
 
 
-def training_subset(dataset, max_slices: int | None, seed: int):
-    """``dataset`` itself (``max_slices`` None or >= its length), or a :class:`~torch.utils.data.Subset`
-    of ``max_slices`` slices drawn at random without replacement (``torch.Generator`` seeded with
-    ``seed``; the indices sorted), with its ``labels``.
-
-    Raises:
-        ValueError: ``max_slices`` < 1.
-    """
-    if max_slices is None or max_slices >= len(dataset):
-        return dataset
-    if max_slices < 1:
-        raise ValueError(f"lfi_cam.max_train_slices must be >= 1 or None, got {max_slices}")
-    generator = torch.Generator().manual_seed(int(seed))
-    indices = sorted(torch.randperm(len(dataset), generator=generator)[:max_slices].tolist())
-    subset = Subset(dataset, indices)
-    subset.labels = [dataset.labels[index] for index in indices]
-    return subset
-
-
 def train_lfi_cam(run_dir: str | Path, modality: str, preset: Preset, device: str | None = None,
                   progress: bool = True) -> History:
     """Train LFI-CAM on the training split's slices and slice labels (see the module docstring).
@@ -113,8 +94,8 @@ def train_lfi_cam(run_dir: str | Path, modality: str, preset: Preset, device: st
     """
     settings = preset.lfi_cam
     run_device = pick_device(device or "auto")
-    train_set = training_subset(training_slices(run_dir, modality, "train", preset), settings.max_train_slices,
-                                preset.seed)                               # images and slice labels only
+    train_set = slice_subset(training_slices(run_dir, modality, "train", preset), settings.max_train_slices,
+                             preset.seed, name="preset.lfi_cam.max_train_slices")   # images and slice labels only
     loader = training_loader(train_set, settings.batch_size, preset, run_device)
     seed_everything(preset.seed)
     model = LfiCamNet(preset.multi_exit.arch, preset.multi_exit.norm, settings.fin_hidden)

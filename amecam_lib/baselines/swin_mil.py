@@ -35,15 +35,16 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
+from amecam_lib.baselines.unet_fsl import random_flips
 from amecam_lib.config import Preset, SwinMilConfig
 from amecam_lib.device import pick_device, seed_everything
 from amecam_lib.losses.mil import deep_mil_loss
 from amecam_lib.models.swin_mil import SwinMilNet
-from amecam_lib.phases import checkpoint_data_config, fit_compute_settings, phase_dir, training_loader, training_slices
+from amecam_lib.phases import (checkpoint_data_config, fit_compute_settings, phase_dir, slice_subset, training_loader,
+                               training_slices)
 from amecam_lib.training import History, fit, load_checkpoint
 
 PHASE = "swin_mil"
@@ -61,38 +62,6 @@ def swin_mil_network(settings: SwinMilConfig | dict) -> SwinMilNet:
     checkpoint's ``config["swin_mil"]`` dict), random weights."""
     values = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings)
     return SwinMilNet(**{name: values[name] for name in NETWORK_FIELDS})
-
-
-def slice_subset(labels, max_slices: int | None, seed: int) -> np.ndarray:
-    """Indices of at most ``max_slices`` slices, drawn without replacement with ``seed``, each class
-    keeping its share (rounded; at least one slice of a class present), sorted. None or a number
-    >= the slices: every index.
-
-    Raises:
-        ValueError: ``max_slices`` < 2 (naming it).
-    """
-    labels = np.asarray(labels).astype(np.int64)
-    if max_slices is None or max_slices >= len(labels):
-        return np.arange(len(labels))
-    if max_slices < 2:
-        raise ValueError(f"max_train_slices must be >= 2 (one slice per class) or None, got {max_slices}")
-    rng = np.random.default_rng(seed)
-    chosen = []
-    positives = int(labels.sum())
-    for value, count in ((1, positives), (0, len(labels) - positives)):
-        if count == 0:
-            continue
-        take = max(1, round(max_slices * count / len(labels)))
-        chosen.append(rng.choice(np.flatnonzero(labels == value), size=min(take, count), replace=False))
-    return np.sort(np.concatenate(chosen))
-
-
-def random_flips(images: torch.Tensor) -> torch.Tensor:
-    """Random left-right and front-back flips (probability 1/2 each, per batch) of ``(B, 1, H, W)``."""
-    for axis in (-2, -1):
-        if torch.rand(()) < 0.5:
-            images = images.flip(axis)
-    return images
 
 
 def train_swin_mil(run_dir: str | Path, modality: str, preset: Preset, device: str | None = None,
@@ -120,10 +89,8 @@ def train_swin_mil(run_dir: str | Path, modality: str, preset: Preset, device: s
         raise ValueError(f"preset.swin_mil.pool_region must be one of {POOL_REGIONS}, got {settings.pool_region!r}")
     run_device = pick_device(device or "auto")
     train_set: Dataset = training_slices(run_dir, modality, "train", preset)     # images and slice labels only
-    labels = np.asarray(train_set.labels)
-    subset = slice_subset(labels, settings.max_train_slices, preset.seed)
-    if len(subset) < len(labels):
-        train_set = Subset(train_set, subset.tolist())
+    train_set = slice_subset(train_set, settings.max_train_slices, preset.seed, labels=train_set.labels,
+                             name="preset.swin_mil.max_train_slices")
     loader = training_loader(train_set, settings.batch_size, preset, run_device)
     seed_everything(preset.seed)
     model = swin_mil_network(settings)
@@ -131,13 +98,13 @@ def train_swin_mil(run_dir: str | Path, modality: str, preset: Preset, device: s
     def train_step(net, batch, step_device):
         images, batch_labels = (item.to(step_device, non_blocking=True) for item in batch)
         if settings.flip:
-            images = random_flips(images)
+            images, _ = random_flips(images)
         output = net(images)
         region = images > 0 if settings.pool_region == "brain" else None
         return deep_mil_loss(output.sides, output.fused, batch_labels, r=settings.pool_exponent, region=region)
 
     config = {"phase": PHASE, "modality": modality, "data": checkpoint_data_config(run_dir, preset),
-              "swin_mil": dataclasses.asdict(settings), "seed": preset.seed, "train_slices": int(len(subset)),
+              "swin_mil": dataclasses.asdict(settings), "seed": preset.seed, "train_slices": int(len(train_set)),
               "supervision": "WSSS: the training slices' labels"}
     return fit(model, train_step=train_step, train_loader=loader, epochs=settings.epochs, lr=settings.lr,
                min_lr=settings.min_lr, weight_decay=settings.weight_decay, optimizer="adam",

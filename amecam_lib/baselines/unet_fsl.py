@@ -88,12 +88,15 @@ def unet_network(channels, norm: str = "batch") -> FullySupervisedUNet:
     return FullySupervisedUNet(channels, norm)
 
 
-def random_flips(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def random_flips(images: torch.Tensor, masks: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The same random left-right / front-back flips (probability 1/2 each, per batch) of slices
-    and masks ``(B, 1, H, W)``."""
+    ``(B, C, H, W)`` and, when given, their masks (same H, W); returns ``(images, masks or None)``.
+    Used by ``unet_fsl``, ``cf_ul``/``cf_fsl`` and ``swin_mil``."""
     for axis in (-2, -1):
         if torch.rand(()) < 0.5:
-            images, masks = images.flip(axis), masks.flip(axis)
+            images = images.flip(axis)
+            masks = masks.flip(axis) if masks is not None else None
     return images, masks
 
 
