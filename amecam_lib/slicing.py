@@ -616,6 +616,23 @@ def _stored_shape(settings: dict) -> tuple[int, int]:
     return tuple(zoomed_size(n, settings["crop_zoom"]) for n in settings["crop_size"])
 
 
+def check_slicing_settings(config: DataConfig, workers: int = 1) -> None:
+    """Check the slicing settings before anything is read or written.
+
+    :func:`slice_dataset` runs this first; ``data_scripts/run_pipeline.py`` runs it before it
+    records the settings in ``RUN/run.json``, so that a mistyped geometry does not mark a run
+    folder with settings nothing was ever sliced with.
+
+    Raises:
+        BratsDataError: ``modalities`` empty, repeated or unknown; ``image_size`` not an integer
+            in ``[MIN_IMAGE_SIZE, MAX_IMAGE_SIZE]``; ``crop_size`` not two such integers;
+            ``crop_zoom`` that makes a side of the stored slices leave that range;
+            ``tumour_fraction`` or ``min_brain_fraction`` outside ``[0, 1)``; ``workers`` not an
+            integer >= 1. The message names the setting and the value given.
+    """
+    _check_config(config, workers)
+
+
 def _check_config(config: DataConfig, workers: int) -> None:
     unknown = [m for m in config.modalities if m not in MODALITIES]
     if not config.modalities or unknown or len(set(config.modalities)) != len(config.modalities):
