@@ -21,7 +21,9 @@ same folder, compares:
   (:mod:`amecam_lib.training`).
 
 A run folder made before ``run.json`` existed is judged by the ``papermill`` parameters stored in
-its executed notebooks (``RUN/01_slicing.ipynb`` ...). ``run.json`` also holds the git commit and
+its executed notebooks (``RUN/01_slicing.ipynb`` ...); one with neither (sliced by
+``slice_brats.py``, or by notebook 01 run by hand or by papermill without ``-p preset``) by the
+geometry of its stored slices (``RUN/slices/<case>/case.json``). ``run.json`` also holds the git commit and
 the dates, which the report (:mod:`amecam_lib.report`) and ``data_scripts/make_docs_figures.py``
 quote.
 
@@ -119,16 +121,37 @@ def recorded_parameters(run_dir: str | os.PathLike) -> dict | None:
     return None
 
 
+def stored_geometry(run_dir: str | os.PathLike) -> dict | None:
+    """The slice geometry of the slices already in ``RUN/slices/`` (the first case's
+    ``case.json``), as :func:`run_settings` writes it, or None when the folder holds no readable
+    case folder. For folders sliced without the runner (``slice_brats.py``, notebook 01 by hand
+    or by papermill without ``-p preset``): they have no ``run.json`` and no preset to compare."""
+    slices = Path(run_dir) / "slices"
+    if not slices.is_dir():
+        return None
+    for info_path in sorted(slices.glob("*/case.json")):
+        try:
+            stored = json.loads(info_path.read_text(encoding="utf-8"))["settings"]
+            crop_size = stored["crop_size"]
+            return {"image_size": stored["image_size"], "crop_size": crop_size,
+                    "crop_zoom": float(stored["crop_zoom"]) if crop_size is not None else None}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
 def earlier_settings(run_dir: str | os.PathLike) -> dict | None:
     """The settings that made a run folder: ``RUN/run.json``, else those resolved from the
     parameters of its executed notebooks (preset, geometry, seed, split file; no phase settings:
-    the code that ran then is not known); None for a folder without an earlier run."""
+    the code that ran then is not known), else the geometry of its stored slices
+    (:func:`stored_geometry`: ``{"geometry": ...}`` only); None for a folder without an earlier run."""
     record = read_run_record(run_dir)
     if record is not None:
         return record
     parameters = recorded_parameters(run_dir)
     if parameters is None:
-        return None
+        geometry = stored_geometry(run_dir)
+        return None if geometry is None else {"geometry": geometry}
     from amecam_lib.runs import notebook_preset  # runs -> config only; imported late to keep this light
 
     try:

@@ -200,6 +200,12 @@ class SlicingReport:
         """Cases with no kept slice labelled tumour (allowed; counted, not hidden)."""
         return [case.case_id for case in self.cases if case.tumour == 0]
 
+    @property
+    def no_slice_cases(self) -> list[str]:
+        """Cases with no kept slice at all: every slice dropped for too little brain, as with a
+        blank or constant volume. They give no training or test slice (named, never hidden)."""
+        return [case.case_id for case in self.cases if case.dropped == case.slices]
+
     def totals(self) -> dict[str, int]:
         """Slice counts summed over all cases, plus the number of cases and of reused cases."""
         keys = ("slices", "tumour", "normal", "ambiguous", "dropped")
@@ -224,6 +230,9 @@ class SlicingReport:
         lines.insert(len(lines) - 1, lines[1])
         lines.append(f"{self.cases_per_second:.2f} cases/s; {totals['reused']} case(s) reused; "
                      f"cases without a tumour slice: {', '.join(self.no_tumour_cases) or 'none'}")
+        if self.no_slice_cases:
+            lines.append(f"NO SLICE KEPT of {len(self.no_slice_cases)} case(s), every slice dropped for too "
+                         f"little brain (a blank or constant volume?): {', '.join(self.no_slice_cases)}")
         if self.skipped:
             lines.append(f"SKIPPED {len(self.skipped)} unreadable case folder(s) (skip_unreadable=True):")
             lines.extend(f"skipped {entry}" for entry in self.skipped)
@@ -368,8 +377,10 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
     the old split must not be evaluated on the new one), when a case folder with the same
     settings is redone because a stored file is missing or incomplete, and when a case's brain
     is larger than ``crop_size`` (the case, its brain and tumour voxels outside the window, and a
-    larger ``crop_size``; see the module docstring for what is cut), and when unreadable case
-    folders are skipped (``skip_unreadable``; each named with the reason).
+    larger ``crop_size``; see the module docstring for what is cut), when a case keeps no slice
+    at all (every slice dropped for too little brain, as with a blank or constant volume: the
+    case, its split and ``min_brain_fraction``; also in :attr:`SlicingReport.no_slice_cases`),
+    and when unreadable case folders are skipped (``skip_unreadable``; each named with the reason).
     """
     _check_config(config, workers)
     start = time.perf_counter()
@@ -408,6 +419,13 @@ def slice_dataset(data_dir: str | Path, out_dir: str | Path, config: DataConfig,
             if case_report.cut:
                 warnings.warn(f"case {case_report.case_id}: {cut_message(case_report, config.crop_size)}",
                               stacklevel=2)
+            if case_report.slices and case_report.dropped == case_report.slices:
+                warnings.warn(
+                    f"case {case_report.case_id}: no slice kept: every one of its {case_report.slices} "
+                    f"slices has brain (voxels above the volume's minimum in {', '.join(config.modalities)}) "
+                    f"on less than min_brain_fraction={config.min_brain_fraction:g} of the slice; is a "
+                    f"volume blank or constant? The case gives no slice to its split "
+                    f"({assignment[case_report.case_id]})", stacklevel=2)
             bar.update(1)
 
     _write_manifest(out_dir / "manifest.csv", slices_dir, assignment)
@@ -614,6 +632,23 @@ def _stored_shape(settings: dict) -> tuple[int, int]:
     if settings["crop_size"] is None:
         return (settings["image_size"], settings["image_size"])
     return tuple(zoomed_size(n, settings["crop_zoom"]) for n in settings["crop_size"])
+
+
+def check_slicing_settings(config: DataConfig, workers: int = 1) -> None:
+    """Check the slicing settings before anything is read or written.
+
+    :func:`slice_dataset` runs this first; ``data_scripts/run_pipeline.py`` runs it before it
+    records the settings in ``RUN/run.json``, so that a mistyped geometry does not mark a run
+    folder with settings nothing was ever sliced with.
+
+    Raises:
+        BratsDataError: ``modalities`` empty, repeated or unknown; ``image_size`` not an integer
+            in ``[MIN_IMAGE_SIZE, MAX_IMAGE_SIZE]``; ``crop_size`` not two such integers;
+            ``crop_zoom`` that makes a side of the stored slices leave that range;
+            ``tumour_fraction`` or ``min_brain_fraction`` outside ``[0, 1)``; ``workers`` not an
+            integer >= 1. The message names the setting and the value given.
+    """
+    _check_config(config, workers)
 
 
 def _check_config(config: DataConfig, workers: int) -> None:

@@ -107,6 +107,7 @@ def read_split(path: str | Path) -> dict[str, str]:
     """Read a split CSV (header ``case_id,split``, e.g. ``RUN/split.csv``) as it stands.
 
     Checks the format only, not the cases against a dataset (that is :func:`read_split_file`).
+    UTF-8, with or without a byte-order mark.
 
     Returns:
         case_id -> ``"train"`` | ``"val"`` | ``"test"``, sorted by case ID.
@@ -120,7 +121,8 @@ def read_split(path: str | Path) -> dict[str, str]:
         raise BratsDataError(f"split file {path} is a folder, not a CSV file")
     if not path.is_file():
         raise BratsDataError(f"split file {path} does not exist")
-    with path.open(newline="", encoding="utf-8") as handle:
+    # utf-8-sig: a byte-order mark (spreadsheets' "CSV UTF-8" export) is not part of the header
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or not {"case_id", "split"} <= set(reader.fieldnames):
             raise BratsDataError(f"split file {path}: expected the header 'case_id,split', "

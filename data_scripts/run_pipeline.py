@@ -49,6 +49,8 @@ from amecam_lib.progress import PLAIN_PROGRESS_ENV
 from amecam_lib.report import report_settings, table1_markdown, write_report
 from amecam_lib.run_record import check_run_folder, run_settings, write_run_record
 from amecam_lib.runs import REPO_ROOT, notebook_preset, resolve_data_dir, resolve_run_dir
+from amecam_lib.slicing import check_slicing_settings
+from amecam_lib.splits import read_split
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = ("01_slicing.ipynb", "02_supcon_pretraining.ipynb", "03_multi_exit.ipynb",
@@ -119,8 +121,10 @@ def failure_message(notebook: str, error: PapermillExecutionError) -> str:
 
 def run_series(args: argparse.Namespace) -> int:
     """Execute the notebooks; return the process exit status (0 ok, 1 a notebook failed or the
-    report could not be written, 2 a bad data folder, run folder or geometry, or a run folder made
-    with another preset, geometry or seed)."""
+    report could not be written, 2 a bad data folder, run folder, geometry (``--image-size``,
+    ``--crop``, ``--crop-zoom``), ``--workers`` or split file (missing, or not ``case_id,split``),
+    or a run folder made with another preset, geometry or seed). Exit status 2 comes before
+    anything is written: a mistyped setting does not mark the run folder."""
     if args.modality == "all":
         return run_all_modalities(args)
     try:
@@ -130,6 +134,9 @@ def run_series(args: argparse.Namespace) -> int:
             raise NotADirectoryError(f"--out {run_dir} is a file, not a folder")
         preset = notebook_preset(args.preset, args.modality, image_size=args.image_size,  # a geometry that fits
                                  crop_size=args.crop, crop_zoom=args.crop_zoom, seed=args.seed)
+        check_slicing_settings(preset.data, args.workers)    # geometry, workers: before run.json records them
+        if args.split_file is not None:
+            read_split(args.split_file)                      # exists and reads as case_id,split
         settings = run_settings(preset, seed=args.seed, split_file=args.split_file)
         notices = check_run_folder(run_dir, settings, modality=args.modality)
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -99,6 +99,30 @@ def build_preset(args: argparse.Namespace, modality: str):
                            crop_zoom=args.crop_zoom, seed=args.seed, **parse_settings(args.settings))
 
 
+def check_preset(args: argparse.Namespace, preset) -> None:
+    """Check one modality's preset against the run folder before any phase starts.
+
+    Raises:
+        ValueError: an ``epochs`` setting that is not an integer >= 1 (the message names it as
+            ``--set phase.epochs``); a slice geometry (``--preset``, ``--image-size``, ``--crop``,
+            ``--crop-zoom``) other than the one ``--run-dir`` was sliced with (its ``run.json``,
+            else its stored slices): the phases would train on the stored slices while recording
+            the other geometry.
+    """
+    from amecam_lib.run_record import earlier_settings, run_settings
+
+    for phase in preset.PHASES:
+        epochs = getattr(getattr(preset, phase), "epochs", 1)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"--set {phase}.epochs={epochs!r}: epochs must be an integer >= 1")
+    sliced = (earlier_settings(args.run_dir) or {}).get("geometry")
+    wanted = run_settings(preset, seed=preset.seed)["geometry"]
+    if sliced is not None and sliced != wanted:
+        raise ValueError(f"{args.run_dir} was sliced with the geometry {sliced}; --preset {args.preset} with "
+                         f"--image-size / --crop / --crop-zoom gives {wanted}: pass the geometry it was sliced "
+                         f"with, or slice again into another run folder")
+
+
 def run_phases(args: argparse.Namespace, context: distributed.Context) -> list[tuple[str, str, float]]:
     """Run the chosen phases for every modality; return ``(modality, phase, seconds)``."""
     # Imported when needed: the evaluation pulls in the CAM, CRF and metric libraries (seconds
@@ -147,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         for modality in args.modality:
-            build_preset(args, modality)
+            check_preset(args, build_preset(args, modality))
     except (KeyError, ValueError) as error:
         print(f"train.py: {error}", file=sys.stderr)
         return 2

@@ -313,6 +313,34 @@ def test_pipeline_names_the_failing_notebook_and_cell(sample_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_notebook_01_names_the_split_and_case_left_without_slices(sample_dir, tmp_path):
+    """A case whose FLAIR is blank keeps no slice; when it is its split's only case, notebook 01
+    stops naming the split and the case (it said only "a split is empty")."""
+    import nibabel as nib
+
+    cases = ["Brats18_2013_3_1", "Brats18_TCIA01_425_1", "Brats18_TCIA13_623_1"]
+    data = tmp_path / "data"
+    for case_id in cases:                    # links to the sample's files; one FLAIR written blank
+        (data / case_id).mkdir(parents=True)
+        for source in sorted((sample_dir / case_id).iterdir()):
+            if case_id == cases[1] and source.name.endswith("_flair.nii.gz"):
+                image = nib.load(source)
+                blank = np.zeros(image.shape, np.int16)
+                nib.save(nib.Nifti1Image(blank, image.affine, image.header), data / case_id / source.name)
+            else:
+                (data / case_id / source.name).symlink_to(source)
+    completed = subprocess.run(
+        [sys.executable, str(PIPELINE), "--preset", "smoke", "--data-dir", str(data),
+         "--out", str(tmp_path / "run"), "--only", "01"],
+        cwd=REPO_ROOT, env=_environment(), capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 1, completed.stderr
+    assert "FAILED: 01_slicing.ipynb" in completed.stderr
+    assert f"keep no slice: case(s) ['{cases[1]}'] lost every slice" in completed.stderr
+    executed = (tmp_path / "run" / EXPECTED[0]).read_text()
+    assert f"case {cases[1]}: no slice kept" in executed and "NO SLICE KEPT of 1 case(s)" in executed
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("modality", ["t1", "t1ce", "t2"])
 def test_the_series_runs_for_every_other_modality(sample_dir, tmp_path, modality):
     """Issue 11 §3: the smoke series for t1, t1ce and t2 too (flair is ``smoke_run``): every

@@ -91,6 +91,39 @@ def test_a_folder_made_before_run_json_is_judged_by_its_notebooks_parameters(tmp
         check_run_folder(tmp_path, settings_of("smoke"))
 
 
+def _sliced_without_the_runner(run_dir, preset="demo"):
+    """A run folder as slice_brats.py or notebook 01 without ``-p preset`` leaves it: slices, no
+    run.json, no executed notebook with a preset (only the case.json part read here)."""
+    from amecam_lib.slicing import slice_settings
+
+    case = run_dir / "slices" / "BraTS2021_00001"
+    case.mkdir(parents=True)
+    data = notebook_preset(preset, "t1ce").data
+    (case / "case.json").write_text(json.dumps({"case_id": case.name, "settings": slice_settings(data)}))
+
+
+def test_a_folder_sliced_without_the_runner_is_judged_by_its_slices_geometry(tmp_path):
+    _sliced_without_the_runner(tmp_path)
+    assert earlier_settings(tmp_path) == {"geometry": {"image_size": None, "crop_size": [160, 192],
+                                                       "crop_zoom": 1.0}}
+    assert check_run_folder(tmp_path, settings_of("demo", "t1ce")) == []
+    with pytest.raises(RunSettingsConflict, match=r"geometry: .*'crop_zoom': 1.0.* there, .*'crop_zoom': 0.4.* now"):
+        check_run_folder(tmp_path, settings_of("smoke", "t1ce"))
+
+
+def test_run_pipeline_refuses_a_smoke_run_on_demo_slices_made_without_it(tmp_path):
+    """README's papermill commands (demo, no run.json) then the runner with --preset smoke: 02 trained
+    the smoke preset on the 160 x 192 demo slices without a word; now exit 2 before anything runs."""
+    run = tmp_path / "run"
+    _sliced_without_the_runner(run)
+    done = subprocess.run([sys.executable, str(PIPELINE), "--preset", "smoke", "--modality", "t1ce",
+                           "--data-dir", str(tmp_path), "--out", str(run), "--only", "02"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "was made with other settings (geometry:" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["slices"]
+
+
 def test_run_pipeline_refuses_another_preset_before_running_anything(tmp_path, sample_dir):
     """A preset change into the same run folder: exit 2, one message, nothing written or run."""
     run = tmp_path / "run"

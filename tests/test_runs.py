@@ -129,6 +129,29 @@ def test_run_pipeline_bad_paths_give_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "run").exists()  # a bad geometry is refused before the run folder is made
 
 
+@pytest.mark.parametrize("args, named", [
+    (["--crop-zoom", "0"], "crop_zoom=0.0 makes 0 x 0 px"),
+    (["--crop", "10", "10000"], "crop_size must be two integers"),
+    (["--image-size", "-5"], "image_size must be an integer in [8, 1024] (pixels), got -5"),
+    (["--workers", "0"], "workers must be an integer >= 1, got 0"),
+    (["--split-file", "nosuch.csv"], "nosuch.csv does not exist"),
+])
+def test_run_pipeline_refuses_a_bad_setting_before_run_json_marks_the_folder(tmp_path, args, named):
+    """A mistyped geometry, worker count or split file: exit 2 naming it, before RUN/run.json is
+    written; run.json with a setting nothing was sliced with would refuse the corrected rerun."""
+    import subprocess
+    import sys
+
+    script = REPO_ROOT / "data_scripts" / "run_pipeline.py"
+    run = tmp_path / "run"
+    args = [str(tmp_path / a) if a == "nosuch.csv" else a for a in args]
+    done = subprocess.run([sys.executable, str(script), "--preset", "smoke", "--data-dir", str(tmp_path),
+                           "--out", str(run), *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr and "Traceback" not in done.stderr
+    assert not run.exists()
+
+
 # --- check_parameters: what papermill -p leaves in a parameters cell ---------------------------------
 
 @pytest.mark.parametrize("given, expected", [

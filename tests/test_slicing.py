@@ -117,6 +117,24 @@ def test_case_without_tumour_is_counted(tmp_path):
     assert "cases without a tumour slice: " + ", ".join(CASES) in report.table()
 
 
+def test_case_with_a_blank_volume_keeps_no_slice_and_is_named(tmp_path):
+    """An all-zero FLAIR (tumour in its seg): every slice is dropped for too little brain. It was
+    listed only as a case "without a tumour slice"; now a warning and the table name it."""
+    small_dataset(tmp_path / "data")
+    blank = np.zeros((20, 20, 4), np.int16)
+    write_case(tmp_path / "data", CASES[1], shape=(20, 20, 4), images={"flair": blank},
+               seg=np.full((20, 20, 4), 2, np.uint8))
+    with pytest.warns(UserWarning, match=rf"case {CASES[1]}: no slice kept: every one of its 4 slices "
+                                         r"has brain .* in flair\) on less than min_brain_fraction=0.05"):
+        report = slice_dataset(tmp_path / "data", tmp_path / "run", config(min_brain_fraction=0.05),
+                               progress=False)
+    assert report.no_slice_cases == [CASES[1]]
+    assert f"NO SLICE KEPT of 1 case(s), every slice dropped for too little brain (a blank or constant " \
+           f"volume?): {CASES[1]}" in report.table()
+    counts = {c.case_id: (c.tumour, c.normal, c.ambiguous, c.dropped) for c in report.cases}
+    assert counts[CASES[1]] == (0, 0, 0, 4) and counts[CASES[0]][3] == 1    # the others: slice 3 only
+
+
 def test_resize_images_bilinear_and_mask_nearest(tmp_path):
     shape = (32, 32, 2)
     seg = np.zeros(shape, np.uint8)

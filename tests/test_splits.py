@@ -84,3 +84,14 @@ def test_read_split_reads_a_run_split_without_a_case_list(tmp_path):
     path.write_text("case_id,split\na,train\na,val\n")
     with pytest.raises(BratsDataError, match="line 3: case 'a' listed twice"):
         read_split(path)
+
+
+def test_user_split_file_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """A spreadsheet's "CSV UTF-8" export starts with a byte-order mark; the header is still
+    ``case_id,split`` (it was refused as ``'\\ufeffcase_id'``)."""
+    path = tmp_path / "s.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + write_csv(tmp_path / "plain.csv", GOOD).read_bytes())
+    assert read_split_file(path, CASES) == dict(sorted(GOOD))
+    path.write_bytes(b"\xef\xbb\xbfcase,fold\nBraTS2021_00000,train\n")   # a wrong header is still named
+    with pytest.raises(BratsDataError, match=r"s\.csv: expected the header 'case_id,split', got \['case', 'fold'\]"):
+        read_split_file(path, CASES)
