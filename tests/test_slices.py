@@ -159,7 +159,8 @@ def test_empty_split_is_an_error(tmp_path):
     split_file.write_text("case_id,split\nBraTS2021_00001,train\nBraTS2021_00002,val\n"
                           "BraTS2021_00003,test\n")
     config = DataConfig(image_size=10, min_brain_fraction=0.05)
-    slice_dataset(tmp_path / "data", tmp_path / "run", config, split_file=split_file, progress=False)
+    with pytest.warns(UserWarning, match=r"case BraTS2021_00003: no slice kept.*split \(test\)"):
+        slice_dataset(tmp_path / "data", tmp_path / "run", config, split_file=split_file, progress=False)
     assert len(select_slices(tmp_path / "run", "flair", "train")) == 2
     with pytest.raises(BratsDataError, match="no slice in split 'test'"):
         load_slices(tmp_path / "run", "flair", "test")
